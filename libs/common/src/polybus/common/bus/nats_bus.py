@@ -1,0 +1,250 @@
+"""The bus on a real nats-server (nats-py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
+
+from polybus.common import metrics
+from polybus.common.bus import (
+    Delivery,
+    Message,
+    MessageHandler,
+    PublishAck,
+    PublishError,
+    Subscription,
+    event_headers,
+)
+from polybus.common.config import Secrets
+from polybus.common.events import Event, encode
+from polybus.common.streams import Definitions, apply
+from polybus.common.subjects import Namespace
+
+_log = structlog.get_logger("polybus.bus")
+
+
+def _message(msg: Msg) -> Message:
+    return Message(subject=msg.subject, data=msg.data, headers=msg.headers or {}, reply=msg.reply)
+
+
+@dataclass(slots=True)
+class _NatsDelivery:
+    """A JetStream message, adapted to :class:`~polybus.common.bus.Delivery`."""
+
+    msg: Msg
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.msg.headers or {}
+
+    @property
+    def stream_sequence(self) -> int:
+        return self.msg.metadata.sequence.stream
+
+    @property
+    def num_delivered(self) -> int:
+        return self.msg.metadata.num_delivered
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def nak(self, delay: float = 0.0) -> None:
+        await self.msg.nak(delay=delay or None)
+
+    async def term(self) -> None:
+        await self.msg.term()
+
+    async def in_progress(self) -> None:
+        await self.msg.in_progress()
+
+
+class _NatsPullConsumer:
+    def __init__(self, js: JetStreamContext, stream: str, durable: str) -> None:
+        self.name = durable
+        self._js = js
+        self._stream = stream
+        self._subscription: JetStreamContext.PullSubscription | None = None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        if self._subscription is None:
+            # Bind to the durable that `polybus streams apply` created; never create one here.
+            self._subscription = await self._js.pull_subscribe_bind(
+                durable=self.name, stream=self._stream
+            )
+        try:
+            messages = await self._subscription.fetch(batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        return [_NatsDelivery(msg) for msg in messages]
+
+    async def close(self) -> None:
+        # Draining a pull subscription waits out an expired fetch request (30 s); unsubscribing
+        # first is immediate, and unacked messages simply go back to the stream.
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
+
+
+@dataclass(slots=True)
+class _NatsSubscriptionHandle:
+    subscription: NatsSubscription
+
+    async def unsubscribe(self) -> None:
+        await self.subscription.unsubscribe()
+
+
+class NatsBus:
+    """The bus on a real nats-server. Create with :meth:`connect`."""
+
+    def __init__(self, nc: Client, namespace: Namespace, name: str = "") -> None:
+        self.nc = nc
+        self.name = name
+        self.js = nc.jetstream()
+        self.namespace = namespace
+        self._pull_consumers: list[_NatsPullConsumer] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        name: str,
+        namespace: Namespace | None = None,
+        secrets: Secrets | None = None,
+        ping_interval: float = 5.0,
+        connect_timeout: float = 5.0,
+        reconnect: bool = True,
+    ) -> NatsBus:
+        """Connect with a name, unlimited reconnects and a short ping interval.
+
+        Disconnects, reconnects, async errors and slow-consumer drops are counted as metrics
+        (nats-py drops messages of a lagging subscription silently otherwise).
+        """
+        label = name
+
+        async def on_error(error: Exception) -> None:
+            if isinstance(error, nats.errors.SlowConsumerError):
+                metrics.NATS_SLOW_CONSUMER_DROPS.labels(label).inc()
+                return
+            metrics.NATS_ERRORS.labels(label).inc()
+            _log.warning("nats.error", connection=label, error=repr(error))
+
+        async def on_disconnected() -> None:
+            metrics.NATS_DISCONNECTS.labels(label).inc()
+            metrics.NATS_CONNECTED.labels(label).set(0)
+            _log.warning("nats.disconnected", connection=label)
+
+        async def on_reconnected() -> None:
+            metrics.NATS_RECONNECTS.labels(label).inc()
+            metrics.NATS_CONNECTED.labels(label).set(1)
+            _log.info("nats.reconnected", connection=label)
+
+        credentials: dict[str, Any] = {}
+        if secrets is not None:
+            nats_secrets = secrets.nats
+            if nats_secrets.user:
+                credentials["user"] = nats_secrets.user
+            if nats_secrets.password:
+                credentials["password"] = nats_secrets.password.reveal()
+            if nats_secrets.token:
+                credentials["token"] = nats_secrets.token.reveal()
+        nc = await nats.connect(
+            servers=[server.strip() for server in url.split(",")],
+            name=name,
+            allow_reconnect=reconnect,
+            max_reconnect_attempts=-1 if reconnect else 0,
+            reconnect_time_wait=0.5,
+            ping_interval=int(max(1, ping_interval)),
+            max_outstanding_pings=3,
+            connect_timeout=int(max(1, connect_timeout)),
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            **credentials,
+        )
+        metrics.NATS_CONNECTED.labels(label).set(1)
+        return cls(nc, namespace or Namespace(), name)
+
+    async def publish(self, subject: str, event: Event, *, msg_id: str | None = None) -> None:
+        await self.nc.publish(subject, encode(event), headers=event_headers(event, msg_id))
+        metrics.BUS_PUBLISHED.labels("core").inc()
+
+    async def publish_bytes(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        await self.nc.publish(subject, data, headers=dict(headers) if headers else None)
+        metrics.BUS_PUBLISHED.labels("core").inc()
+
+    async def publish_persistent(
+        self, subject: str, event: Event, *, msg_id: str, timeout: float = 5.0
+    ) -> PublishAck:
+        try:
+            ack = await self.js.publish(
+                subject, encode(event), timeout=timeout, headers=event_headers(event, msg_id)
+            )
+        except (nats.errors.NoRespondersError, NoStreamResponseError) as error:
+            raise PublishError(f"no stream captures {subject}") from error
+        except nats.errors.TimeoutError as error:
+            raise PublishError(f"no ack for {subject} within {timeout}s") from error
+        metrics.BUS_PUBLISHED.labels("jetstream").inc()
+        if ack.duplicate:
+            metrics.BUS_PUBLISH_DUPLICATES.inc()
+        return PublishAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, *, queue: str = ""
+    ) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            try:
+                await handler(_message(msg))
+            except Exception:
+                # A failing handler must not kill the subscription's delivery task.
+                _log.exception("subscription.handler_failed", subject=msg.subject)
+
+        subscription = await self.nc.subscribe(subject, queue=queue, cb=on_message)
+        return _NatsSubscriptionHandle(subscription)
+
+    async def request(self, subject: str, data: bytes, timeout: float = 2.0) -> Message:
+        return _message(await self.nc.request(subject, data, timeout=timeout))
+
+    async def respond(self, message: Message, data: bytes) -> None:
+        if message.reply:
+            await self.nc.publish(message.reply, data)
+
+    def pull_consumer(self, stream: str, durable: str) -> _NatsPullConsumer:
+        consumer = _NatsPullConsumer(self.js, self.namespace.stream(stream), durable)
+        self._pull_consumers.append(consumer)
+        return consumer
+
+    async def apply(self, definitions: Definitions) -> None:
+        await apply(self.js, definitions, self.namespace)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        await self.nc.flush(timeout=int(max(1, timeout)))
+
+    async def drain(self) -> None:
+        """Finish in-flight work: stop subscriptions, flush publishes, then close."""
+        for consumer in self._pull_consumers:
+            await consumer.close()
+        self._pull_consumers.clear()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+        metrics.NATS_CONNECTED.labels(self.name).set(0)

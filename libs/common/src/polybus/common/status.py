@@ -1,0 +1,185 @@
+"""``polybus status``: is the system up, and how far behind is it?
+
+Reports whether NATS and PostgreSQL answer (URLs with passwords redacted), every service
+instance's last heartbeat from the ``HEALTH`` KV bucket, and each stream's message count with
+its consumers' lag (pending + unacknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import msgspec
+from nats.js.errors import BucketNotFoundError, NoKeysError
+
+from polybus.common.bus.nats_bus import NatsBus
+from polybus.common.config import Config, redact_url
+from polybus.common.events import health_decoder
+from polybus.common.runtime import HEALTH_BUCKET
+
+STALE_AFTER_S = 15.0
+"""A heartbeat older than this (3 missed beats at the default 5 s) means the instance is down."""
+
+
+class ServerStatus(msgspec.Struct, kw_only=True):
+    url: str
+    reachable: bool
+    error: str = ""
+
+
+class ServiceStatus(msgspec.Struct, kw_only=True):
+    service: str
+    instance: str
+    status: str
+    healthy: bool
+    last_heartbeat_age_s: float
+    detail: str = ""
+    pid: int = 0
+    version: str = ""
+
+
+class ConsumerStatus(msgspec.Struct, kw_only=True):
+    name: str
+    pending: int
+    ack_pending: int
+    redelivered: int
+
+    @property
+    def lag(self) -> int:
+        return self.pending + self.ack_pending
+
+
+class StreamStatus(msgspec.Struct, kw_only=True):
+    name: str
+    messages: int
+    bytes: int
+    consumers: list[ConsumerStatus]
+
+
+class Status(msgspec.Struct, kw_only=True):
+    healthy: bool
+    nats: ServerStatus
+    postgres: ServerStatus
+    services: list[ServiceStatus]
+    streams: list[StreamStatus]
+
+
+async def _postgres(config: Config) -> ServerStatus:
+    url = config.database_url()
+    password = config.secrets.database.password
+    try:
+        connection = await asyncpg.connect(
+            url, password=password.reveal() if password else None, timeout=3
+        )
+        try:
+            await connection.fetchval("SELECT 1")
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        # asyncpg messages name host and user, never the password.
+        return ServerStatus(url=redact_url(url), reachable=False, error=str(error) or repr(error))
+    return ServerStatus(url=redact_url(url), reachable=True)
+
+
+async def _services(bus: NatsBus) -> list[ServiceStatus]:
+    try:
+        bucket = await bus.js.key_value(bus.namespace.bucket(HEALTH_BUCKET))
+        keys = await bucket.keys()
+    except (BucketNotFoundError, NoKeysError):
+        return []
+    now = time.time_ns()
+    services = []
+    for key in sorted(keys):
+        entry = await bucket.get(key)
+        if entry.value is None:
+            continue
+        health = health_decoder.decode(entry.value)
+        age = (now - health.ts_event) / 1e9
+        if health.status == "stopping":
+            status = "stopped"
+        else:
+            status = health.status if age <= STALE_AFTER_S else "down"
+        services.append(
+            ServiceStatus(
+                service=health.service,
+                instance=health.instance,
+                status=status,
+                healthy=health.status == "healthy" and age <= STALE_AFTER_S,
+                last_heartbeat_age_s=round(age, 3),
+                detail=health.detail,
+                pid=health.pid,
+                version=health.version,
+            )
+        )
+    return services
+
+
+async def _streams(bus: NatsBus) -> list[StreamStatus]:
+    prefix = bus.namespace.stream_prefix
+    streams = []
+    for info in await bus.js.streams_info():
+        name = info.config.name or ""
+        if not name.startswith(prefix) or name.startswith("KV_"):
+            continue
+        consumers = [
+            ConsumerStatus(
+                name=consumer.name,
+                pending=consumer.num_pending or 0,
+                ack_pending=consumer.num_ack_pending or 0,
+                redelivered=consumer.num_redelivered or 0,
+            )
+            for consumer in await bus.js.consumers_info(name)
+        ]
+        streams.append(
+            StreamStatus(
+                name=name,
+                messages=info.state.messages,
+                bytes=info.state.bytes,
+                consumers=sorted(consumers, key=lambda c: c.name),
+            )
+        )
+    return sorted(streams, key=lambda s: s.name)
+
+
+async def collect_status(config: Config) -> Status:
+    postgres_task = asyncio.ensure_future(_postgres(config))
+    url = config.nats_url()
+    services: list[ServiceStatus] = []
+    streams: list[StreamStatus] = []
+    try:
+        bus = await asyncio.wait_for(
+            NatsBus.connect(
+                url,
+                name="polybus-status",
+                namespace=config.namespace(),
+                secrets=config.secrets,
+                reconnect=False,
+                connect_timeout=2,
+            ),
+            timeout=5,
+        )
+    except Exception as error:
+        nats_status = ServerStatus(url=redact_url(url), reachable=False, error=repr(error))
+    else:
+        try:
+            nats_status = ServerStatus(url=redact_url(url), reachable=True)
+            services = await _services(bus)
+            streams = await _streams(bus)
+        finally:
+            await bus.drain()
+    postgres_status = await postgres_task
+    healthy = (
+        nats_status.reachable
+        and postgres_status.reachable
+        # An instance that stopped cleanly said so; that is not a failure of the running system.
+        and all(service.healthy for service in services if service.status != "stopped")
+    )
+    return Status(
+        healthy=healthy,
+        nats=nats_status,
+        postgres=postgres_status,
+        services=services,
+        streams=streams,
+    )

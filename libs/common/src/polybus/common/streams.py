@@ -1,0 +1,261 @@
+"""JetStream streams, durable consumers and KV buckets, from checked-in config.
+
+``config/streams.toml`` is the one place they are defined. :func:`apply` creates what is
+missing and updates what differs, idempotently: a second run changes nothing and says so.
+Subjects in the file are relative; a :class:`~polybus.common.subjects.Namespace` adds the
+deployment's subject and stream prefixes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+from polybus.common.config import ConfigError, ConfigStruct, convert_section, read_toml
+from polybus.common.subjects import Namespace
+
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
+Limit = Annotated[int, msgspec.Meta(ge=-1)]
+
+
+class StreamDefinition(ConfigStruct, frozen=True):
+    name: str
+    subjects: tuple[str, ...]
+    description: str = ""
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    max_age_s: NonNegativeSeconds = 0
+    """0 = unlimited."""
+    max_bytes: Limit = -1
+    max_msgs: Limit = -1
+    max_msgs_per_subject: Limit = -1
+    duplicate_window_s: NonNegativeSeconds = 120
+    discard: Literal["old", "new"] = "old"
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+
+
+class ConsumerDefinition(ConfigStruct, frozen=True):
+    stream: str
+    durable: str
+    description: str = ""
+    filter_subjects: tuple[str, ...] = ()
+    deliver_policy: Literal["all", "new", "last", "last_per_subject"] = "all"
+    ack_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 30
+    max_deliver: Limit = -1
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
+class BucketDefinition(ConfigStruct, frozen=True):
+    name: str
+    description: str = ""
+    history: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    ttl_s: NonNegativeSeconds = 0
+    storage: Literal["file", "memory"] = "file"
+
+
+class Definitions(ConfigStruct, frozen=True):
+    stream: tuple[StreamDefinition, ...] = ()
+    consumer: tuple[ConsumerDefinition, ...] = ()
+    bucket: tuple[BucketDefinition, ...] = ()
+
+    def stream_named(self, name: str) -> StreamDefinition:
+        for stream in self.stream:
+            if stream.name == name:
+                return stream
+        raise KeyError(f"no stream {name!r} is defined")
+
+    def consumer_named(self, stream: str, durable: str) -> ConsumerDefinition:
+        for consumer in self.consumer:
+            if consumer.stream == stream and consumer.durable == durable:
+                return consumer
+        raise KeyError(f"no consumer {durable!r} on stream {stream!r} is defined")
+
+
+def load_definitions(path: Path) -> Definitions:
+    """Read and validate a streams file; a consumer must name a defined stream."""
+    definitions = convert_section(read_toml(path, "streams file"), Definitions)
+    names = {stream.name for stream in definitions.stream}
+    for consumer in definitions.consumer:
+        if consumer.stream not in names:
+            raise ConfigError(
+                f"consumer {consumer.durable!r} names undefined stream {consumer.stream!r}"
+            )
+    return definitions
+
+
+Action = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Literal["stream", "consumer", "bucket"]
+    name: str
+    action: Action
+    differences: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        detail = f" ({', '.join(self.differences)})" if self.differences else ""
+        return f"{self.kind} {self.name}: {self.action}{detail}"
+
+
+def stream_config(definition: StreamDefinition, namespace: Namespace) -> api.StreamConfig:
+    subjects = namespace.subjects
+    return api.StreamConfig(
+        name=namespace.stream(definition.name),
+        description=definition.description or None,
+        subjects=[subjects.stream_subjects(s) for s in definition.subjects],
+        retention=api.RetentionPolicy(definition.retention),
+        storage=api.StorageType(definition.storage),
+        max_age=definition.max_age_s,
+        max_bytes=definition.max_bytes,
+        max_msgs=definition.max_msgs,
+        max_msgs_per_subject=definition.max_msgs_per_subject,
+        duplicate_window=definition.duplicate_window_s,
+        discard=api.DiscardPolicy(definition.discard),
+        num_replicas=definition.replicas,
+    )
+
+
+def consumer_config(definition: ConsumerDefinition, namespace: Namespace) -> api.ConsumerConfig:
+    subjects = [namespace.subjects.stream_subjects(s) for s in definition.filter_subjects]
+    return api.ConsumerConfig(
+        durable_name=definition.durable,
+        name=definition.durable,
+        description=definition.description or None,
+        deliver_policy=api.DeliverPolicy(definition.deliver_policy),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=definition.ack_wait_s,
+        max_deliver=definition.max_deliver,
+        max_ack_pending=definition.max_ack_pending,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+    )
+
+
+def _same(desired: Any, actual: Any) -> bool:
+    if isinstance(desired, float) or isinstance(actual, float):
+        return math.isclose(float(desired or 0), float(actual or 0), abs_tol=1e-6)
+    return bool(desired == actual)
+
+
+def _differences(desired: Any, actual: Any, fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        name for name in fields if not _same(getattr(desired, name), getattr(actual, name))
+    )
+
+
+_STREAM_FIELDS = (
+    "subjects",
+    "description",
+    "retention",
+    "max_age",
+    "max_bytes",
+    "max_msgs",
+    "max_msgs_per_subject",
+    "duplicate_window",
+    "discard",
+    "num_replicas",
+)
+_CONSUMER_FIELDS = (
+    "description",
+    "deliver_policy",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+    "filter_subject",
+    "filter_subjects",
+)
+
+
+async def _apply_stream(js: JetStreamContext, config: api.StreamConfig) -> Change:
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return Change("stream", config.name, "created")
+    if info.config.storage != config.storage:
+        raise ConfigError(
+            f"stream {config.name} exists with storage {info.config.storage}; "
+            "storage cannot change in place (delete the stream to recreate it)"
+        )
+    differences = _differences(config, info.config, _STREAM_FIELDS)
+    if not differences:
+        return Change("stream", config.name, "unchanged")
+    await js.update_stream(config)
+    return Change("stream", config.name, "updated", differences)
+
+
+async def _apply_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> Change:
+    assert config.durable_name is not None
+    label = f"{stream}/{config.durable_name}"
+    try:
+        info = await js.consumer_info(stream, config.durable_name)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+        return Change("consumer", label, "created")
+    differences = _differences(config, info.config, _CONSUMER_FIELDS)
+    if not differences:
+        return Change("consumer", label, "unchanged")
+    # Re-creating a durable with the same name updates its config on the server (2.10+).
+    await js.add_consumer(stream, config)
+    return Change("consumer", label, "updated", differences)
+
+
+async def _apply_bucket(
+    js: JetStreamContext, definition: BucketDefinition, namespace: Namespace
+) -> Change:
+    bucket = namespace.bucket(definition.name)
+    config = api.KeyValueConfig(
+        bucket=bucket,
+        description=definition.description or None,
+        history=definition.history,
+        ttl=definition.ttl_s or None,
+        storage=api.StorageType(definition.storage),
+    )
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+    except NotFoundError:
+        await js.create_key_value(config)
+        return Change("bucket", bucket, "created")
+    actual = info.config
+    differences = tuple(
+        name
+        for name, desired, current in (
+            ("history", definition.history, actual.max_msgs_per_subject),
+            ("ttl", definition.ttl_s, actual.max_age or 0),
+            ("description", definition.description or None, actual.description),
+        )
+        if not _same(desired, current)
+    )
+    if not differences:
+        return Change("bucket", bucket, "unchanged")
+    # A KV bucket is a stream: update the stream's limits in place.
+    actual.max_msgs_per_subject = definition.history
+    actual.max_age = definition.ttl_s
+    actual.description = definition.description or None
+    await js.update_stream(actual)
+    return Change("bucket", bucket, "updated", differences)
+
+
+async def apply(
+    js: JetStreamContext, definitions: Definitions, namespace: Namespace
+) -> list[Change]:
+    """Create or update every stream, consumer and bucket; return what happened to each."""
+    changes = [
+        await _apply_stream(js, stream_config(stream, namespace)) for stream in definitions.stream
+    ]
+    changes += [
+        await _apply_consumer(
+            js, namespace.stream(consumer.stream), consumer_config(consumer, namespace)
+        )
+        for consumer in definitions.consumer
+    ]
+    changes += [await _apply_bucket(js, bucket, namespace) for bucket in definitions.bucket]
+    return changes
