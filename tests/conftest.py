@@ -111,9 +111,7 @@ async def bus(nats_server: NatsServerInfo, namespace: Namespace) -> AsyncIterato
     yield connected
     for info in await connected.js.streams_info():
         name = info.config.name or ""
-        if name.startswith(namespace.stream_prefix) or name.startswith(
-            f"KV_{namespace.stream_prefix}"
-        ):
+        if name.startswith((namespace.stream_prefix, f"KV_{namespace.stream_prefix}")):
             await connected.js.delete_stream(name)
     await connected.drain()
 

@@ -37,7 +37,8 @@ class ExampleSettings(ServiceSettings, frozen=True):
 def test_checked_in_configs_are_valid(name: str) -> None:
     config = load_config(REPO / "config" / name, {})
     assert config.deployment.bus.partitions == 16
-    assert config.uses_embedded_nats() and config.uses_embedded_postgres()
+    assert config.uses_embedded_nats()
+    assert config.uses_embedded_postgres()
     assert config.resolve(config.deployment.bus.streams_file) == REPO / "config" / "streams.toml"
 
 
@@ -90,7 +91,8 @@ def test_secrets_are_loaded_and_never_shown(tmp_path: Path) -> None:
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n')
     config = load_config(path, {})
     key = config.secrets.polymarket.private_key
-    assert key is not None and key.reveal() == PRIVATE_KEY
+    assert key is not None
+    assert key.reveal() == PRIVATE_KEY
     dumps = [
         repr(config),
         str(config),
@@ -100,7 +102,8 @@ def test_secrets_are_loaded_and_never_shown(tmp_path: Path) -> None:
         repr(key),
     ]
     for text in dumps:
-        assert PRIVATE_KEY not in text and "hunter2" not in text
+        assert PRIVATE_KEY not in text
+        assert "hunter2" not in text
     assert config.effective()["secrets"]["polymarket"]["private_key"] == REDACTED
 
 
@@ -128,7 +131,7 @@ def test_invalid_secrets_toml_does_not_quote_the_line(tmp_path: Path) -> None:
 def test_a_bad_secret_value_names_the_key_but_not_the_value(tmp_path: Path) -> None:
     write(tmp_path / "s.toml", "[polymarket]\nprivate_key = 12345678\n", 0o600)
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n')
-    with pytest.raises(ConfigError, match="polymarket.private_key") as error:
+    with pytest.raises(ConfigError, match=r"polymarket\.private_key") as error:
         load_config(path, {})
     assert "12345678" not in str(error.value)
 
