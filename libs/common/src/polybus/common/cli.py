@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polybus.common.config import Config, ConfigError, load_config
+from polybus.common.logs import configure_logging
 from polybus.common.plugins import ServicePlugin, discover_plugins, load_callable, section_types
 
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -173,6 +174,8 @@ def _add_service(plugin: ServicePlugin) -> None:
 
 
 def main() -> None:
+    # Commands log to stderr (stdout carries their output); services reconfigure for themselves.
+    configure_logging("warning")
     for plugin in discover_plugins().values():
         _add_service(plugin)
     app()

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client
@@ -120,6 +119,7 @@ class NatsBus:
         self.js = nc.jetstream()
         self.namespace = namespace
         self._pull_consumers: list[_NatsPullConsumer] = []
+        self._closing = False
 
     @classmethod
     async def connect(
@@ -138,25 +138,6 @@ class NatsBus:
         Disconnects, reconnects, async errors and slow-consumer drops are counted as metrics
         (nats-py drops messages of a lagging subscription silently otherwise).
         """
-        label = name
-
-        async def on_error(error: Exception) -> None:
-            if isinstance(error, nats.errors.SlowConsumerError):
-                metrics.NATS_SLOW_CONSUMER_DROPS.labels(label).inc()
-                return
-            metrics.NATS_ERRORS.labels(label).inc()
-            _log.warning("nats.error", connection=label, error=repr(error))
-
-        async def on_disconnected() -> None:
-            metrics.NATS_DISCONNECTS.labels(label).inc()
-            metrics.NATS_CONNECTED.labels(label).set(0)
-            _log.warning("nats.disconnected", connection=label)
-
-        async def on_reconnected() -> None:
-            metrics.NATS_RECONNECTS.labels(label).inc()
-            metrics.NATS_CONNECTED.labels(label).set(1)
-            _log.info("nats.reconnected", connection=label)
-
         credentials: dict[str, Any] = {}
         if secrets is not None:
             nats_secrets = secrets.nats
@@ -166,22 +147,42 @@ class NatsBus:
                 credentials["password"] = nats_secrets.password.reveal()
             if nats_secrets.token:
                 credentials["token"] = nats_secrets.token.reveal()
-        nc = await nats.connect(
+        bus = cls(Client(), namespace or Namespace(), name)
+        await bus.nc.connect(
             servers=[server.strip() for server in url.split(",")],
             name=name,
             allow_reconnect=reconnect,
             max_reconnect_attempts=-1 if reconnect else 0,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=1,
             ping_interval=int(max(1, ping_interval)),
             max_outstanding_pings=3,
             connect_timeout=int(max(1, connect_timeout)),
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
+            error_cb=bus._on_error,
+            disconnected_cb=bus._on_disconnected,
+            reconnected_cb=bus._on_reconnected,
             **credentials,
         )
-        metrics.NATS_CONNECTED.labels(label).set(1)
-        return cls(nc, namespace or Namespace(), name)
+        metrics.NATS_CONNECTED.labels(name).set(1)
+        return bus
+
+    async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, nats.errors.SlowConsumerError):
+            metrics.NATS_SLOW_CONSUMER_DROPS.labels(self.name).inc()
+            return
+        metrics.NATS_ERRORS.labels(self.name).inc()
+        _log.warning("nats.error", connection=self.name, error=repr(error))
+
+    async def _on_disconnected(self) -> None:
+        metrics.NATS_CONNECTED.labels(self.name).set(0)
+        if self._closing:
+            return
+        metrics.NATS_DISCONNECTS.labels(self.name).inc()
+        _log.warning("nats.disconnected", connection=self.name)
+
+    async def _on_reconnected(self) -> None:
+        metrics.NATS_RECONNECTS.labels(self.name).inc()
+        metrics.NATS_CONNECTED.labels(self.name).set(1)
+        _log.info("nats.reconnected", connection=self.name)
 
     async def publish(self, subject: str, event: Event, *, msg_id: str | None = None) -> None:
         await self.nc.publish(subject, encode(event), headers=event_headers(event, msg_id))
@@ -242,6 +243,7 @@ class NatsBus:
 
     async def drain(self) -> None:
         """Finish in-flight work: stop subscriptions, flush publishes, then close."""
+        self._closing = True
         for consumer in self._pull_consumers:
             await consumer.close()
         self._pull_consumers.clear()

@@ -1,0 +1,1 @@
+"""polybus.ingest: exact, verified L2 books for thousands of Polymarket assets, to NATS."""

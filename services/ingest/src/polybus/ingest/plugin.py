@@ -1,0 +1,21 @@
+"""How the ingest service plugs into the `polybus` CLI and `polybus up`."""
+
+from __future__ import annotations
+
+from polybus.common.config import Config
+from polybus.common.plugins import ServicePlugin
+from polybus.ingest.config import IngestSettings
+
+
+def _always(config: Config) -> bool:
+    return True
+
+
+PLUGIN = ServicePlugin(
+    name="ingest",
+    help="Run the ingest: venue WebSocket books to NATS.",
+    settings_type=IngestSettings,
+    run="polybus.ingest.service:run",
+    wanted=_always,
+    start_order=50,
+)

@@ -1,0 +1,1 @@
+"""polybus.recorder: every event into PostgreSQL/TimescaleDB, lossless and idempotent."""

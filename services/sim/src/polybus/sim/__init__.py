@@ -1,0 +1,1 @@
+"""polybus.sim: a protocol-exact, offline Polymarket (market/user WebSockets, CLOB REST, Gamma)."""
