@@ -23,7 +23,13 @@ from rich.table import Table
 
 from polybus.common.config import Config, ConfigError, load_config
 from polybus.common.logs import configure_logging
-from polybus.common.plugins import ServicePlugin, discover_plugins, load_callable, section_types
+from polybus.common.plugins import (
+    ServicePlugin,
+    discover_plugins,
+    find_hook,
+    load_callable,
+    section_types,
+)
 
 DEFAULT_CONFIG = Path("config/default.toml")
 
@@ -149,6 +155,49 @@ def streams_apply(config: ConfigOption = DEFAULT_CONFIG) -> None:
         typer.echo(line)
     if all(line.endswith(": unchanged") for line in changes):
         typer.echo("nothing to change")
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path | None, typer.Argument(help="Capture of raw venue frames (JSONL) to replay offline.")
+    ] = None,
+    from_db: Annotated[bool, typer.Option("--from-db", help="Replay from the store.")] = False,
+    market: Annotated[str, typer.Option(help="--from-db: a condition id.")] = "",
+    asset: Annotated[str, typer.Option(help="--from-db: an asset (token) id.")] = "",
+    start: Annotated[str, typer.Option(help="--from-db: start time (ISO 8601).")] = "",
+    end: Annotated[str, typer.Option(help="--from-db: end time (ISO 8601).")] = "",
+    speed: Annotated[str, typer.Option(help="--from-db: 1x (as recorded) or max.")] = "max",
+    to_subject_prefix: Annotated[
+        str, typer.Option(help="--from-db: publish under this subject prefix.")
+    ] = "replay",
+    out: Annotated[Path | None, typer.Option(help="--from-db: write JSONL here instead.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Replay a capture file offline (FILE), or recorded market data from the store (--from-db)."""
+    plugins = discover_plugins()
+    if from_db == (file is not None):
+        _stderr.print("give either a capture FILE or --from-db", highlight=False)
+        raise typer.Exit(2)
+    hook = find_hook(plugins, "replay_store" if from_db else "replay_capture")
+    if hook is None:
+        _stderr.print("the service that implements this replay is not installed", highlight=False)
+        raise typer.Exit(2)
+    if file is not None:
+        raise typer.Exit(hook(file, json_output=json_output))
+    raise typer.Exit(
+        hook(
+            load(config),
+            market=market,
+            asset=asset,
+            start=start,
+            end=end,
+            speed=speed,
+            to_subject_prefix=to_subject_prefix,
+            out=out,
+        )
+    )
 
 
 @config_app.command("check")

@@ -15,7 +15,7 @@ is not installed is simply absent.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,29 @@ class ServicePlugin:
     """Whether ``polybus up`` runs this service for a given deployment."""
     start_order: int = 100
     """``polybus up`` starts services in ascending order and stops them in reverse."""
+    hooks: Mapping[str, str] = field(default_factory=dict)
+    """Named ``"module:function"`` implementations of commands that common owns but a service
+    implements, so two services can share one command (see :data:`HOOKS`)."""
+
+
+HOOKS = {
+    "replay_capture": "def (path: Path, *, json_output: bool) -> int - replay a capture file "
+    "of raw venue frames through the ingest's parsing/book/check code, offline",
+    "replay_store": "def (config: Config, *, market: str, asset: str, start: str, end: str, "
+    "speed: str, to_subject_prefix: str, out: Path | None) -> int - republish recorded market "
+    "data from the store",
+}
+"""The hooks the common CLI calls, with their signatures; each returns an exit code."""
+
+
+def find_hook(plugins: Mapping[str, ServicePlugin], name: str) -> Callable[..., int] | None:
+    """The implementation of hook ``name`` from whichever installed plugin provides it."""
+    for plugin in plugins.values():
+        if name in plugin.hooks:
+            module_name, _, attribute = plugin.hooks[name].partition(":")
+            hook: Callable[..., int] = getattr(importlib.import_module(module_name), attribute)
+            return hook
+    return None
 
 
 def load_callable(path: str) -> Callable[..., Coroutine[Any, Any, Any]]:
