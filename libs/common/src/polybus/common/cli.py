@@ -213,6 +213,8 @@ def config_check(
 def _add_service(plugin: ServicePlugin) -> None:
     def run_service(config: ConfigOption = DEFAULT_CONFIG) -> None:
         loaded = load(config)
+        log = loaded.deployment.log
+        configure_logging(log.level, log.format, service=plugin.name)
         asyncio.run(load_callable(plugin.run)(loaded))
 
     app.command(name=plugin.name, help=plugin.help)(run_service)

@@ -8,11 +8,12 @@ A service's ``run`` is::
             runtime.spawn(read_sockets(runtime), name="sockets")
             await runtime.wait()
 
-Entering the runtime configures logging, serves ``/healthz`` and ``/metrics``, connects to NATS
-(named, unlimited reconnects), registers a NATS micro service (``nats micro ls`` lists it) and
-starts a heartbeat into the ``HEALTH`` KV bucket. SIGTERM/SIGINT set the stop event. Leaving it
-cancels every owned task, stops the micro service and drains the NATS connection. A task that
-dies with an exception stops the service (fail fast; the supervisor restarts it).
+Entering the runtime binds the service and instance to every log line, serves ``/healthz`` and
+``/metrics``, connects to NATS (named, unlimited reconnects), registers a NATS micro service
+(``nats micro ls`` lists it) and starts a heartbeat into the ``HEALTH`` KV bucket.
+SIGTERM/SIGINT set the stop event. Leaving it cancels every owned task, stops the micro service
+and drains the NATS connection. A task that dies with an exception stops the service (fail
+fast; the supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from polybus.common.bus import Bus
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config, ServiceSettings
 from polybus.common.events import HealthStatus, ServiceHealth, encode
-from polybus.common.logs import configure_logging
 
 HEALTH_BUCKET = "HEALTH"
 """KV bucket with every instance's latest :class:`ServiceHealth`, key ``<service>.<instance>``."""
@@ -97,10 +97,8 @@ class ServiceRuntime:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> ServiceRuntime:
-        log_config = self.config.deployment.log
-        configure_logging(
-            log_config.level, log_config.format, service=self.service, instance=self.instance
-        )
+        # The process entry point configured logging; we only name who is speaking.
+        structlog.contextvars.bind_contextvars(service=self.service, instance=self.instance)
         if self._install_signal_handlers:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
