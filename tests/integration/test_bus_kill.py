@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import DeadLetter, encode
 from polybus.common.streams import ConsumerDefinition, Definitions, StreamDefinition
 from tests.conftest import NatsServerInfo
+from tests.helpers import eventually
 
 MESSAGES = 50_000
 WORKER = Path(__file__).with_name("bus_worker.py")
@@ -29,14 +29,6 @@ def handled_lines(path: Path) -> list[int]:
     if not path.exists():
         return []
     return [int(line) for line in path.read_text().split()]
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -74,7 +66,7 @@ async def test_sigkill_mid_stream_then_restart_handles_every_sequence(
     async def some_progress() -> bool:
         return len(handled_lines(out)) >= MESSAGES // 3
 
-    await wait_until(some_progress, 60, "the first worker to make progress")
+    await eventually(some_progress, 60, "the first worker to make progress")
     first.send_signal(signal.SIGKILL)
     await first.wait()
     killed_at = len(handled_lines(out))
@@ -86,7 +78,7 @@ async def test_sigkill_mid_stream_then_restart_handles_every_sequence(
         info = await bus.js.consumer_info(bus.namespace.stream("WORK"), "worker")
         return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await wait_until(drained, 90, "the restarted worker to ack everything")
+    await eventually(drained, 90, "the restarted worker to ack everything")
     second.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(second.wait(), 30) == 0
 
