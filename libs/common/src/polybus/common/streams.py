@@ -41,14 +41,23 @@ class StreamDefinition(ConfigStruct, frozen=True):
 
 
 class ConsumerDefinition(ConfigStruct, frozen=True):
-    stream: str
     durable: str
+    stream: str = ""
+    bucket: str = ""
+    """Read a KV bucket's underlying stream (``KV_<bucket>``) instead of ``stream``: exactly one
+    of the two is set. Such a consumer takes no ``filter_subjects``."""
     description: str = ""
     filter_subjects: tuple[str, ...] = ()
     deliver_policy: Literal["all", "new", "last", "last_per_subject"] = "all"
     ack_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 30
     max_deliver: Limit = -1
     max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+    def server_stream(self, namespace: Namespace) -> str:
+        """The server-side name of the stream this consumer reads."""
+        return (
+            namespace.bucket_stream(self.bucket) if self.bucket else namespace.stream(self.stream)
+        )
 
 
 class BucketDefinition(ConfigStruct, frozen=True):
@@ -81,8 +90,23 @@ def load_definitions(path: Path) -> Definitions:
     """Read and validate a streams file; a consumer must name a defined stream."""
     definitions = convert_section(read_toml(path, "streams file"), Definitions)
     names = {stream.name for stream in definitions.stream}
+    buckets = {bucket.name for bucket in definitions.bucket}
     for consumer in definitions.consumer:
-        if consumer.stream not in names:
+        if bool(consumer.stream) == bool(consumer.bucket):
+            raise ConfigError(
+                f"consumer {consumer.durable!r} must name exactly one of stream and bucket"
+            )
+        if consumer.bucket:
+            if consumer.bucket not in buckets:
+                raise ConfigError(
+                    f"consumer {consumer.durable!r} names undefined bucket {consumer.bucket!r}"
+                )
+            if consumer.filter_subjects:
+                raise ConfigError(
+                    f"consumer {consumer.durable!r} on bucket {consumer.bucket!r} "
+                    "cannot filter subjects"
+                )
+        elif consumer.stream not in names:
             raise ConfigError(
                 f"consumer {consumer.durable!r} names undefined stream {consumer.stream!r}"
             )
@@ -253,9 +277,18 @@ async def apply(
     ]
     changes += [
         await _apply_consumer(
-            js, namespace.stream(consumer.stream), consumer_config(consumer, namespace)
+            js, consumer.server_stream(namespace), consumer_config(consumer, namespace)
         )
         for consumer in definitions.consumer
+        if not consumer.bucket
     ]
     changes += [await _apply_bucket(js, bucket, namespace) for bucket in definitions.bucket]
+    # A consumer on a bucket's stream needs the bucket first.
+    changes += [
+        await _apply_consumer(
+            js, consumer.server_stream(namespace), consumer_config(consumer, namespace)
+        )
+        for consumer in definitions.consumer
+        if consumer.bucket
+    ]
     return changes

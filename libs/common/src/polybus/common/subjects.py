@@ -173,3 +173,7 @@ class Namespace:
     def bucket(self, name: str) -> str:
         """The server-side name of a logical KV bucket."""
         return f"{self.stream_prefix}{name}"
+
+    def bucket_stream(self, name: str) -> str:
+        """The server-side name of the stream that holds a logical KV bucket (``KV_<bucket>``)."""
+        return f"KV_{self.bucket(name)}"

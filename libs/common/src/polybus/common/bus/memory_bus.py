@@ -237,6 +237,8 @@ class MemoryBus:
                     definition.duplicate_window_s,
                 )
         for consumer in definitions.consumer:
+            if consumer.bucket:
+                continue  # the twin has no KV buckets
             stream = self.streams[self.namespace.stream(consumer.stream)]
             key = (stream.name, consumer.durable)
             if key not in self.consumers:
