@@ -77,7 +77,7 @@ async def test_publish_then_durable_consume_then_ack(any_bus: Bus) -> None:
     handled = await collect(any_bus, 5)
     assert [d.stream_sequence for d in handled] == [1, 2, 3, 4, 5]
     assert [decode(d.data) for d in handled] == [letter(n) for n in range(5)]
-    assert all(d.headers["Polybus-Type"] == "DeadLetter" for d in handled)
+    assert all(d.headers["Polybus-Type"] == "DeadLetter" for d in handled)  # persistent ones
     # Everything was acked: nothing comes back after the ack wait.
     await asyncio.sleep(1.2)
     assert await any_bus.pull_consumer("WORK", "worker").fetch(10, 0.3) == []

@@ -28,13 +28,19 @@ VENUE = "polymarket"
 MarketDataKind = Literal["book", "delta", "status", "trade", "market"]
 ExecutionKind = Literal["order", "fill", "position", "risk"]
 
-_FORBIDDEN_IN_TOKEN = frozenset(".*> \t\r\n")
+_FORBIDDEN_IN_TOKEN = frozenset(".*> ")
 
 
 def _token(value: str, what: str) -> str:
     # An id from the venue ends up inside a subject; a dot or wildcard in it would silently
-    # route the message elsewhere, so refuse it here rather than publish somewhere wrong.
-    if not value or not _FORBIDDEN_IN_TOKEN.isdisjoint(value):
+    # route the message elsewhere, and a control character could inject protocol lines. Refuse
+    # both here: this check is why the bus may skip nats-py's per-publish subject regex.
+    if (
+        not value
+        or not value.isascii()
+        or not value.isprintable()
+        or not _FORBIDDEN_IN_TOKEN.isdisjoint(value)
+    ):
         raise ValueError(f"{what} {value!r} is not a valid NATS subject token")
     return value
 

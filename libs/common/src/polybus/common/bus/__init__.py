@@ -4,9 +4,11 @@
 tests. Both pass the same contract tests (``tests/integration/test_bus_contract.py``).
 
 - ``publish``: core NATS (the market-data fast path, captured by a stream when one listens),
-  with a ``Nats-Msg-Id`` so a stream drops re-publications.
+  with a ``Nats-Msg-Id`` so a stream drops re-publications (the only header: the event's type
+  is its ``type`` field).
 - ``publish_persistent``: JetStream publish that waits for the stream's ack (never lost
-  silently); raises :class:`PublishError` when no stream stored it.
+  silently); raises :class:`PublishError` when no stream stored it. Carries ``Nats-Msg-Id``
+  and ``Polybus-Type`` headers (``nats sub --headers-only`` gives an audit trail).
 - ``pull_consumer(stream, durable).fetch(...)`` and :func:`consume`: a durable pull consumer;
   a message is acked only after its handler returned, and nak'ed with a delay if it raised.
 """

@@ -273,7 +273,7 @@ class MemoryBus:
         return None
 
     async def publish(self, subject: str, event: Event, *, msg_id: str | None = None) -> None:
-        await self.publish_bytes(subject, encode(event), event_headers(event, msg_id))
+        await self.publish_bytes(subject, encode(event), {MSG_ID_HEADER: msg_id} if msg_id else {})
 
     async def publish_bytes(
         self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
