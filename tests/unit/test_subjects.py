@@ -43,7 +43,7 @@ def test_a_prefix_moves_every_subject_aside() -> None:
     assert subjects.stream_subjects("md.polymarket.>") == "replay.md.polymarket.>"
 
 
-@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "a b"])
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "a b", "a\r\nPUB x", "a\x00b", "é"])
 def test_ids_that_would_break_routing_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="not a valid NATS subject token"):
         Subjects().book(0, bad)
