@@ -11,6 +11,7 @@ unhealthy ``status``, 2 bad usage or an invalid config file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -155,6 +156,59 @@ def streams_apply(config: ConfigOption = DEFAULT_CONFIG) -> None:
         typer.echo(line)
     if all(line.endswith(": unchanged") for line in changes):
         typer.echo("nothing to change")
+
+
+@app.command()
+def tail(
+    subject: Annotated[
+        str, typer.Argument(help="Subject or wildcard, e.g. 'md.polymarket.*.trade.>'")
+    ],
+    config: ConfigOption = DEFAULT_CONFIG,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Raw JSON, one event per line.")
+    ] = False,
+    count: Annotated[int, typer.Option(help="Stop after this many messages (0: never).")] = 0,
+) -> None:
+    """Print the events on a subject as they arrive, decoded with polybus's schemas.
+
+    The deployment's subject prefix is put in front of SUBJECT. Ctrl-C stops.
+    """
+    from polybus.common.bus import Message
+    from polybus.common.bus.nats_bus import NatsBus
+    from polybus.common.events import DecodeError, decode
+
+    loaded = load(config)
+    console = Console(highlight=False)
+
+    async def run() -> None:
+        bus = await NatsBus.connect(
+            loaded.nats_url(), name="polybus-tail", namespace=loaded.namespace(),
+            secrets=loaded.secrets,
+        )  # fmt: skip
+        seen = 0
+        done = asyncio.Event()
+
+        async def show(message: Message) -> None:
+            nonlocal seen
+            if json_output:
+                sys.stdout.write(message.data.decode(errors="replace") + "\n")
+            else:
+                try:
+                    console.print(f"[dim]{message.subject}[/] {decode(message.data)!r}")
+                except DecodeError:
+                    console.print(f"[dim]{message.subject}[/] [red]undecodable[/] {message.data!r}")
+            seen += 1
+            if count and seen >= count:
+                done.set()
+
+        await bus.subscribe(loaded.namespace().subjects.stream_subjects(subject), show)
+        try:
+            await done.wait()
+        finally:
+            await bus.drain()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @app.command()
