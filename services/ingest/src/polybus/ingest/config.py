@@ -2,8 +2,75 @@
 
 from __future__ import annotations
 
-from polybus.common.config import Port, ServiceSettings
+from typing import Annotated, Literal
+
+import msgspec
+
+from polybus.common.config import Port, PositiveSeconds, ServiceSettings
+
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class IngestSettings(ServiceSettings, frozen=True):
+    """Where the venue is, which markets to follow, and how books are checked and healed."""
+
     metrics_port: Port = 9101
+
+    # -- venue endpoints (the live venue by default; config/sim.toml points at the simulator)
+    market_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    clob_url: str = "https://clob.polymarket.com"
+    gamma_url: str = "https://gamma-api.polymarket.com"
+
+    # -- market selection: explicit lists, and/or discovery from Gamma
+    condition_ids: tuple[str, ...] = ()
+    slugs: tuple[str, ...] = ()
+    token_ids: tuple[str, ...] = ()
+    """Explicit token ids; their whole market (every outcome) is subscribed."""
+    discover: bool = True
+    """Add the top ``discover_top_n`` active, order-book-enabled markets from Gamma."""
+    discover_top_n: Annotated[int, msgspec.Meta(ge=0)] = 50
+    discover_rank_by: Literal["volume_24h", "liquidity"] = "volume_24h"
+    discover_tags: tuple[str, ...] = ()
+    """Keep only markets carrying one of these tag slugs or labels (empty: any)."""
+    discover_end_after_days: NonNegativeSeconds = 0.0
+    """Skip markets ending sooner than this many days from now (0: no limit)."""
+    discover_end_before_days: NonNegativeSeconds = 0.0
+    """Skip markets ending later than this many days from now (0: no limit)."""
+    discover_page_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    discover_max_pages: PositiveInt = 20
+    refresh_interval_s: PositiveSeconds = 300.0
+    """Re-run the selection (new markets subscribed, closed/resolved ones dropped)."""
+    new_market_refresh_delay_s: NonNegativeSeconds = 5.0
+    """After a ``new_market`` event, refresh once this long later (several coalesce)."""
+
+    # -- connections
+    max_assets_per_socket: Annotated[int, msgspec.Meta(ge=1, le=500)] = 200
+    subscribe_chunk: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    ping_interval_s: PositiveSeconds = 10.0
+    stall_timeout_s: PositiveSeconds = 30.0
+    """Socket watchdog: no data frame (PONGs do not count) for this long -> reconnect."""
+    reconnect_initial_s: PositiveSeconds = 0.5
+    reconnect_max_s: PositiveSeconds = 30.0
+    connect_timeout_s: PositiveSeconds = 10.0
+
+    # -- books: checks, resync and snapshots
+    first_snapshot_timeout_s: PositiveSeconds = 30.0
+    """Per asset: no snapshot this long after (re)subscribing -> re-subscribe it."""
+    resubscribe_attempts: Annotated[int, msgspec.Meta(ge=0)] = 3
+    """Re-subscriptions of one asset before it is seeded from REST ``/book``."""
+    mismatch_grace_s: NonNegativeSeconds = 1.0
+    """A failed check at the end of a frame whose batch may continue in the next frame waits
+    this long for the rest of the batch before the book is declared stale."""
+    crossed_grace_s: NonNegativeSeconds = 5.0
+    """The venue's book can be crossed for a few messages; longer than this -> resync."""
+    hash_check_interval_s: NonNegativeSeconds = 0.0
+    """Recompute the venue's book hash at most this often per asset (0: every batch)."""
+    snapshot_interval_s: NonNegativeSeconds = 60.0
+    """Publish a BookSnapshot of every live book this often (0: only on venue snapshots)."""
+    delta_buffer_max: PositiveInt = 10_000
+    """Deltas kept per resyncing asset for replay past a REST seed; older ones are dropped."""
+    http_timeout_s: PositiveSeconds = 10.0
+    rest_concurrency: PositiveInt = 8
+    tick_interval_s: PositiveSeconds = 0.25
+    """How often timers (grace, snapshot deadlines, periodic snapshots, metrics) run."""

@@ -1,0 +1,85 @@
+"""Venue numbers to polybus numbers, at the ingest boundary (DESIGN §2).
+
+Prices come from a small set (the tick grid in [0, 1]), so their parses are cached: the hot
+path turns ``"0.389"`` into ``389_000`` with one dict lookup, and every book shares the same
+int objects for its prices. Sizes vary too much to cache and are parsed exactly each time.
+"""
+
+from __future__ import annotations
+
+from polybus.common.events import Side
+from polybus.common.money import (
+    FixedPointError,
+    format_micros,
+    parse_micros,
+    parse_price,
+    parse_size,
+    parse_tick_size,
+)
+
+__all__ = [
+    "FixedPointError",
+    "bbo_price",
+    "format_micros",
+    "parse_micros",
+    "parse_side",
+    "parse_size",
+    "parse_tick_size",
+    "price_micros",
+    "price_text",
+    "timestamp_ms",
+]
+
+_PRICE_CACHE_MAX = 200_000
+_prices: dict[str, int] = {}
+_price_texts: dict[int, str] = {}
+
+
+def price_micros(text: str) -> int:
+    """A venue price string in micro-units (cached; raises FixedPointError when invalid)."""
+    value = _prices.get(text)
+    if value is None:
+        value = parse_price(text)
+        if len(_prices) < _PRICE_CACHE_MAX:
+            _prices[text] = value
+    return value
+
+
+def price_text(micros: int) -> str:
+    """A price as the venue prints it (``"0.389"``), cached."""
+    text = _price_texts.get(micros)
+    if text is None:
+        text = format_micros(micros)
+        if len(_price_texts) < _PRICE_CACHE_MAX:
+            _price_texts[micros] = text
+    return text
+
+
+def bbo_price(text: str, empty: str) -> int | None:
+    """A ``best_bid``/``best_ask`` value: ``"0"`` (bid) / ``"1"`` (ask) mean an empty side."""
+    if text == empty:
+        return None
+    return price_micros(text)
+
+
+def parse_side(text: str) -> Side:
+    if text == "BUY":
+        return "BUY"
+    if text == "SELL":
+        return "SELL"
+    raise FixedPointError(f"side {text!r} is neither BUY nor SELL")
+
+
+def timestamp_ms(text: str) -> int:
+    """The venue's millisecond timestamp string as an int."""
+    if not text.isascii() or not text.isdigit():
+        raise FixedPointError(f"timestamp {text!r} is not a whole number of milliseconds")
+    return int(text)
+
+
+def min_order_size_text(micros: int) -> str:
+    return format_micros(micros)
+
+
+def parse_optional_micros(text: str, what: str) -> int | None:
+    return parse_micros(text, what=what, minimum=0) if text else None
