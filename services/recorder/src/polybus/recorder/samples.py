@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 from polybus.common.events import (
     BookDelta,
@@ -52,8 +53,8 @@ def one_of_each(n: int = 0) -> list[Event]:
     """One event of every type, with every field set to a non-default value."""
     asset, other, market = token_id(2 * n), token_id(2 * n + 1), condition_id(n)
     ts = BASE_NS + n * 1_000_000_000
-    envelope = {"correlation_id": f"corr-{n}", "causation_id": f"cause-{n}"}
-    md = {"asset_id": asset, "condition_id": market, "epoch": 3, **envelope}
+    envelope: dict[str, Any] = {"correlation_id": f"corr-{n}", "causation_id": f"cause-{n}"}
+    md: dict[str, Any] = {"asset_id": asset, "condition_id": market, "epoch": 3, **envelope}
     return [
         MarketInfo(
             event_id=f"market:{market}:{n}",
@@ -297,7 +298,12 @@ def market_data(count: int, *, assets: int = 50, seed: int = 7) -> Iterator[Mark
         index = n % assets if n < assets else rng.randrange(assets)
         asset = token_id(index)
         market = condition_id(index // 2)
-        common = {"asset_id": asset, "condition_id": market, "epoch": 1, "ts_event": ts}
+        common: dict[str, Any] = {
+            "asset_id": asset,
+            "condition_id": market,
+            "epoch": 1,
+            "ts_event": ts,
+        }
         roll = rng.random()
         if n < assets:
             seqs[index] += 1

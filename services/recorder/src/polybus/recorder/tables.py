@@ -13,10 +13,9 @@ event read back is equal to the one recorded (tested for every type).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -46,6 +45,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SMALLINT_MAX = 32767
 
 Row = tuple[Any, ...]
+
+
+class RecordLike(Protocol):
+    """A row read back: an asyncpg ``Record`` or a plain dict of column -> value."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def timestamp(ns: int) -> datetime:
@@ -122,7 +127,7 @@ class EventTable:
             *msgspec.structs.astuple(event),
         )
 
-    def event(self, record: Mapping[str, Any]) -> Event:
+    def event(self, record: RecordLike) -> Event:
         return self.event_type(**{f: record[_RENAMED.get(f, f)] for f in self._fields})
 
     def insert_sql(self, stage: str) -> str:
@@ -179,7 +184,7 @@ class BookSnapshotTable(EventTable):
             [level.size for level in e.asks],
         )
 
-    def event(self, record: Mapping[str, Any]) -> Event:
+    def event(self, record: RecordLike) -> Event:
         return BookSnapshot(
             event_id=record["event_id"],
             ts_event=record["ts_event_ns"],
@@ -240,7 +245,7 @@ class BookDeltaTable(EventTable):
             [change.size for change in changes],
         )
 
-    def event(self, record: Mapping[str, Any]) -> Event:
+    def event(self, record: RecordLike) -> Event:
         return BookDelta(
             event_id=record["event_id"],
             ts_event=record["ts_event_ns"],
@@ -321,7 +326,7 @@ class MarketTable(EventTable):
             [outcome.token_id for outcome in e.outcomes],
         )
 
-    def event(self, record: Mapping[str, Any]) -> Event:
+    def event(self, record: RecordLike) -> Event:
         return MarketInfo(
             event_id=record["event_id"],
             ts_event=record["ts_event_ns"],
