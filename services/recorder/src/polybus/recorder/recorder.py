@@ -331,3 +331,20 @@ def build_loop(
         raw=label in settings.verbatim_streams,
         ack_wait_s=definition.ack_wait_s,
     )
+
+
+def build_loops(
+    bus: Bus,
+    namespace: Namespace,
+    definitions: Sequence[ConsumerDefinition],
+    settings: RecorderSettings,
+    stop: asyncio.Event,
+    store_factory: Callable[[], Store],
+) -> list[ConsumerLoop]:
+    """A loop (with its own store connection) for each definition this bus can serve."""
+    loops = []
+    for definition in definitions:
+        loop = build_loop(bus, namespace, definition, store_factory(), settings, stop)
+        if loop is not None:
+            loops.append(loop)
+    return loops

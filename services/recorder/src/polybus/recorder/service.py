@@ -16,7 +16,7 @@ from polybus.common.streams import ConsumerDefinition, load_definitions
 from polybus.recorder import metrics
 from polybus.recorder.config import RecorderSettings
 from polybus.recorder.migrations import migrate_database
-from polybus.recorder.recorder import ConsumerLoop, build_loop
+from polybus.recorder.recorder import ConsumerLoop, build_loops
 from polybus.recorder.store import PostgresStore, StoreUnavailable, connect
 
 _log = structlog.get_logger("polybus.recorder")
@@ -80,21 +80,14 @@ async def run(config: Config) -> None:
     async with ServiceRuntime("recorder", config, settings) as runtime:
         if settings.migrate_on_start and not await _migrate_when_reachable(config, runtime):
             return
-        loops = [
-            loop
-            for definition in consumers
-            if (
-                loop := build_loop(
-                    runtime.bus,
-                    runtime.namespace,
-                    definition,
-                    PostgresStore(lambda: connect(config)),
-                    settings,
-                    runtime.stop_event,
-                )
-            )
-            is not None
-        ]
+        loops = build_loops(
+            runtime.bus,
+            runtime.namespace,
+            consumers,
+            settings,
+            runtime.stop_event,
+            lambda: PostgresStore(lambda: connect(config)),
+        )
 
         def database_health() -> tuple[bool, str]:
             down = [

@@ -94,16 +94,21 @@ class EventTable:
     after_insert: ClassVar[str] = ""
     """SQL run after the insert in the same transaction; it may read ``{stage}``."""
 
-    def __init__(self, name: str, event_type: type[Event]) -> None:
+    def __init__(
+        self, name: str, event_type: type[Event], *, partitioned: bool | None = None
+    ) -> None:
         self.name = name
         self.event_type = event_type
         self._fields = event_type.__struct_fields__
-        self._market_data = issubclass(event_type, MarketDataEvent)
+        self.partitioned = (
+            issubclass(event_type, MarketDataEvent) if partitioned is None else partitioned
+        )
+        """Published on a market-data subject: the row keeps the subject's partition."""
         self.columns = (
             "ts_event",
             "stream",
             "stream_seq",
-            *(("part",) if self._market_data else ()),
+            *(("part",) if self.partitioned else ()),
             *(_RENAMED.get(f, f) for f in self._fields),
         )
 
@@ -112,7 +117,7 @@ class EventTable:
         return ("event_key",)
 
     def row(self, event: Any, source: Source) -> Row:
-        if self._market_data:
+        if self.partitioned:
             return (
                 timestamp(event.ts_event),
                 source.stream,
@@ -369,7 +374,7 @@ TRADES = EventTable("trades", Trade)
 TICK_SIZE_CHANGES = EventTable("tick_size_changes", TickSizeChanged)
 BOOK_STATUS = EventTable("book_status", BookStatus)
 MARKETS = MarketTable()
-MARKET_RESOLUTIONS = EventTable("market_resolutions", MarketResolved)
+MARKET_RESOLUTIONS = EventTable("market_resolutions", MarketResolved, partitioned=True)
 INTENTS = EventTable("intents", OrderIntent)
 ORDER_EVENTS = EventTable("order_events", OrderEvent)
 FILLS = EventTable("fills", Fill)
