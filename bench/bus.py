@@ -82,28 +82,29 @@ async def subscribe_rates(bus: NatsBus, raw: nats.NATS, url: str, n: int) -> tup
     subject = bus.namespace.subjects.delta(1, ASSET)
     payload = encode(delta(0))
     publisher = await nats.connect(url)
-    results = []
-    for mode in ("ours", "bare"):
+
+    async def measure(ours: bool) -> float:
         done = asyncio.Event()
         received = 0
 
-        async def count_ours(message: Message) -> None:
+        def count() -> None:
             nonlocal received
+            received += 1
+            if received == n:
+                done.set()
+
+        async def on_ours(message: Message) -> None:
             market_data_decoder.decode(message.data)
-            received += 1
-            if received == n:
-                done.set()
+            count()
 
-        async def count_bare(msg: Msg) -> None:
-            nonlocal received
-            received += 1
-            if received == n:
-                done.set()
+        async def on_bare(msg: Msg) -> None:
+            count()
 
-        if mode == "ours":
-            subscription = await bus.subscribe(subject, count_ours)
-        else:
-            bare_subscription = await raw.subscribe(subject, cb=count_bare)
+        handle = (
+            await bus.subscribe(subject, on_ours)
+            if ours
+            else await raw.subscribe(subject, cb=on_bare)
+        )
         await bus.flush()
         await raw.flush()
         started = time.perf_counter()
@@ -111,13 +112,14 @@ async def subscribe_rates(bus: NatsBus, raw: nats.NATS, url: str, n: int) -> tup
             await publisher.publish(subject, payload)
         await publisher.flush(30)
         await asyncio.wait_for(done.wait(), 120)
-        results.append(n / (time.perf_counter() - started))
-        if mode == "ours":
-            await subscription.unsubscribe()
-        else:
-            await bare_subscription.unsubscribe()
-    await publisher.close()
-    return results[0], results[1]
+        elapsed = time.perf_counter() - started
+        await handle.unsubscribe()
+        return n / elapsed
+
+    try:
+        return await measure(ours=True), await measure(ours=False)
+    finally:
+        await publisher.close()
 
 
 async def persistent_rates(bus: NatsBus, n: int) -> tuple[float, float]:
@@ -173,38 +175,43 @@ async def latency(
 ) -> tuple[list[float], list[float]]:
     subject = bus.namespace.subjects.trade(2, ASSET)
     publisher = await NatsBus.connect(url, name="bench-latency", namespace=bus.namespace)
-    samples: dict[str, list[float]] = {"ours": [], "bare": []}
-    for mode in ("ours", "bare"):
+
+    async def measure(ours: bool) -> list[float]:
+        samples: list[float] = []
         done = asyncio.Event()
 
-        async def on_ours(message: Message) -> None:
-            event = market_data_decoder.decode(message.data)
-            samples["ours"].append((time.perf_counter_ns() - event.ts_init) / 1000)
-            if len(samples["ours"]) == n:
+        def record(sent_ns: int) -> None:
+            samples.append((time.perf_counter_ns() - sent_ns) / 1000)
+            if len(samples) == n:
                 done.set()
 
+        async def on_ours(message: Message) -> None:
+            record(market_data_decoder.decode(message.data).ts_init)
+
         async def on_bare(msg: Msg) -> None:
-            samples["bare"].append((time.perf_counter_ns() - int(msg.data)) / 1000)
-            if len(samples["bare"]) == n:
-                done.set()
+            record(int(msg.data))
 
         handle = (
             await bus.subscribe(subject, on_ours)
-            if mode == "ours"
+            if ours
             else await raw.subscribe(subject, cb=on_bare)
         )
         await bus.flush()
         await raw.flush()
         for i in range(n):
-            if mode == "ours":
+            if ours:
                 await publisher.publish(subject, delta(i, time.perf_counter_ns()), msg_id=str(i))
             else:
                 await publisher.nc.publish(subject, str(time.perf_counter_ns()).encode())
             await asyncio.sleep(0.001)  # ~1,000 msg/s: latency, not throughput
         await asyncio.wait_for(done.wait(), 60)
         await handle.unsubscribe()
-    await publisher.drain()
-    return samples["ours"], samples["bare"]
+        return samples
+
+    try:
+        return await measure(ours=True), await measure(ours=False)
+    finally:
+        await publisher.drain()
 
 
 def percentile(values: list[float], q: float) -> float:
