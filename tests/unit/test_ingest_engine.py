@@ -21,6 +21,7 @@ from polybus.common.events import (
     TickSizeChanged,
     Trade,
 )
+from polybus.common.money import format_micros
 from polybus.common.polymarket.book_hash import book_hash
 from polybus.common.polymarket.rest import PolymarketOrderBookSummary
 from polybus.common.subjects import Subjects
@@ -537,3 +538,26 @@ def test_garbage_never_raises(text: str) -> None:
     eng.on_frame(text, 1)
     eng.tick(10**12)
     assert eng.stats.frames + eng.stats.pongs == 1
+
+
+# -- number parsing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["0", "5", "3687.87", "219.217767", "0.1", ".5", "5.", "1.0000000", "00012.50"]
+)
+def test_fast_size_parsing_equals_the_exact_parser(text: str) -> None:
+    from polybus.common.money import parse_size
+    from polybus.ingest.normalize import size_micros, size_text
+
+    assert size_micros(text) == parse_size(text)
+    assert size_text(size_micros(text)) == format_micros(parse_size(text))
+
+
+@pytest.mark.parametrize("text", ["-1", "1e5", "abc", "", "1.2.3", "١٢", "1.0000001", "1" * 20])
+def test_fast_size_parsing_rejects_what_the_exact_parser_rejects(text: str) -> None:
+    from polybus.common.money import FixedPointError
+    from polybus.ingest.normalize import size_micros
+
+    with pytest.raises(FixedPointError):
+        size_micros(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from polybus.common.events import Side
 from polybus.common.money import (
+    MICROS,
     FixedPointError,
     format_micros,
     parse_micros,
@@ -27,6 +28,8 @@ __all__ = [
     "parse_tick_size",
     "price_micros",
     "price_text",
+    "size_micros",
+    "size_text",
     "timestamp_ms",
 ]
 
@@ -52,6 +55,41 @@ def price_text(micros: int) -> str:
         text = format_micros(micros)
         if len(_price_texts) < _PRICE_CACHE_MAX:
             _price_texts[micros] = text
+    return text
+
+
+_SIZE_TEXT_CACHE_MAX = 100_000
+_size_texts: dict[int, str] = {}
+_MAX_WHOLE_DIGITS = 13  # SIZE_MAX is 10**12 shares
+
+
+def size_micros(text: str) -> int:
+    """A venue size string in micro-units, exactly; the common shapes take a fast path."""
+    whole, dot, frac = text.partition(".")
+    if (
+        whole.isdigit()
+        and whole.isascii()
+        and len(whole) <= _MAX_WHOLE_DIGITS
+        and (not dot or (frac.isdigit() and frac.isascii() and len(frac) <= 6))
+    ):
+        if dot:
+            return int(whole) * MICROS + int(frac) * _SCALE[len(frac)]
+        return int(whole) * MICROS
+    return parse_size(text)
+
+
+_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+
+
+def size_text(micros: int) -> str:
+    """A size as the venue prints it (``"3687.87"``), cached for the hash's unchanged levels."""
+    text = _size_texts.get(micros)
+    if text is None:
+        whole, frac = divmod(micros, MICROS)
+        text = f"{whole}.{frac:06d}".rstrip("0") if frac else str(whole)
+        if len(_size_texts) >= _SIZE_TEXT_CACHE_MAX:
+            _size_texts.clear()
+        _size_texts[micros] = text
     return text
 
 
