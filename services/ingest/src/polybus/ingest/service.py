@@ -1,14 +1,280 @@
-"""The ingest service's wiring and lifecycle."""
+"""The ingest service's wiring and lifecycle.
+
+:class:`Ingest` owns the engine, the socket pool, the publisher, market selection, REST seeds,
+timers and the snapshot request endpoint, as tasks of one TaskGroup: if any of them fails, the
+whole ingest stops (the supervisor restarts it). :func:`run` runs it under the
+:class:`~polybus.common.runtime.ServiceRuntime`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+
+from polybus.common.bus import Bus, Message, Subscription
 from polybus.common.config import Config
+from polybus.common.events import MarketInfo, encode
+from polybus.common.polymarket.market_channel import PolymarketNewMarket
 from polybus.common.runtime import ServiceRuntime
+from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
+from polybus.ingest.engine import EngineStats, IngestEngine
+from polybus.ingest.gamma import GammaClient
+from polybus.ingest.markets import MarketSelector
+from polybus.ingest.publisher import Publisher
+from polybus.ingest.rest import ClobClient
+from polybus.ingest.ws import FrameTap, SocketPool
+
+_log = structlog.get_logger("polybus.ingest")
+
+Selection = Callable[[], Any]
+
+
+class Ingest:
+    """A running ingest. ``async with Ingest(bus, settings, partitions=16) as ingest: ...``"""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: IngestSettings,
+        *,
+        partitions: int,
+        tap: FrameTap | None = None,
+        markets: Sequence[MarketInfo] | None = None,
+    ) -> None:
+        """``markets`` fixes the selection (no Gamma); otherwise the settings decide."""
+        self.bus = bus
+        self.settings = settings
+        self.subjects = bus.namespace.subjects
+        self.engine = IngestEngine(self.subjects, partitions, settings)
+        self.publisher = Publisher(bus, self.engine.outbox)
+        self.engine.on_output = self.publisher.notify
+        self.engine.on_new_market = self._on_new_market
+        self._actions_wake = asyncio.Event()
+        self.pool = SocketPool(settings, self.engine, tap=tap, on_frames=self._actions_wake.set)
+        self.http = httpx.AsyncClient(timeout=settings.http_timeout_s)
+        self.clob = ClobClient(self.http, settings.clob_url)
+        self.selector = MarketSelector(settings, GammaClient(self.http, settings.gamma_url))
+        self._fixed_markets = list(markets) if markets is not None else None
+        self.selected: dict[str, MarketInfo] = {}
+        self.selections = 0
+        self._refresh_now = asyncio.Event()
+        self._rest_slots = asyncio.Semaphore(settings.rest_concurrency)
+        self._responder: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._exported = _Exported()
+        self.selected_once = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Ingest:
+        self._responder = await self.bus.subscribe(
+            self.subjects.snapshot_request_all(), self._answer_snapshot_request
+        )
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="ingest.main")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.close()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self._responder is not None:
+            with contextlib.suppress(Exception):
+                await self._responder.unsubscribe()
+            self._responder = None
+        with contextlib.suppress(Exception):
+            await self.publisher.publish_pending()
+        await self.http.aclose()
+
+    async def run(self) -> None:
+        """Run every part until cancelled; the first failure stops them all."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.publisher.run(), name="ingest.publisher")
+            group.create_task(self._timers(), name="ingest.timers")
+            group.create_task(self._actions(group), name="ingest.actions")
+            group.create_task(self._selection(), name="ingest.selection")
+
+    def failed(self) -> BaseException | None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return self.pool.failed()
+
+    # -- market selection --------------------------------------------------------------------
+    def _on_new_market(self, event: PolymarketNewMarket) -> None:
+        self._refresh_now.set()
+
+    async def _selection(self) -> None:
+        settings = self.settings
+        while True:
+            try:
+                markets = (
+                    self._fixed_markets
+                    if self._fixed_markets is not None
+                    else await self.selector.select()
+                )
+            except (httpx.HTTPError, ValueError) as error:
+                _log.warning("markets.refresh_failed", error=repr(error))
+                wait = min(settings.refresh_interval_s, 10.0)
+            else:
+                await self.apply_selection(markets)
+                wait = settings.refresh_interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), wait)
+                # new_market events come in bursts: one refresh for the lot, a little later.
+                await asyncio.sleep(settings.new_market_refresh_delay_s)
+            self._refresh_now.clear()
+
+    async def apply_selection(self, markets: Sequence[MarketInfo]) -> None:
+        """Follow exactly these markets: publish MarketInfo, subscribe new, drop the rest."""
+        now = time.time_ns()
+        wanted = {info.condition_id: info for info in markets}
+        for condition_id in [c for c in self.selected if c not in wanted]:
+            del self.selected[condition_id]
+            self.engine.untrack_market(condition_id, "deselected", now)
+        for condition_id, info in wanted.items():
+            previous = self.selected.get(condition_id)
+            if previous is not None and previous.event_id == info.event_id:
+                continue
+            self.selected[condition_id] = info
+            self.engine.track_market(info, now)
+            self.engine.publish_market(info)
+            await self.pool.add_market([outcome.token_id for outcome in info.outcomes])
+        self.selections += 1
+        metrics.MARKETS.set(len(self.selected))
+        _log.info("markets.selected", markets=len(self.selected), assets=len(self.engine.tracks))
+        self._actions_wake.set()
+        self.selected_once.set()
+
+    # -- actions: resubscribe, REST seed, unsubscribe ----------------------------------------
+    async def _actions(self, group: asyncio.TaskGroup) -> None:
+        engine = self.engine
+        while True:
+            await self._actions_wake.wait()
+            self._actions_wake.clear()
+            while engine.actions:
+                action = engine.actions.popleft()
+                metrics.RESYNCS.labels(action.kind, action.reason).inc()
+                if action.kind == "resubscribe":
+                    await self.pool.resubscribe(action.asset_id)
+                elif action.kind == "unsubscribe":
+                    await self.pool.remove([action.asset_id])
+                else:
+                    group.create_task(self._seed_from_rest(action.asset_id))
+
+    async def _seed_from_rest(self, asset_id: str) -> None:
+        async with self._rest_slots:
+            try:
+                summary = await self.clob.book(asset_id)
+            except (httpx.HTTPError, ValueError) as error:
+                metrics.REST_SEEDS.labels("error").inc()
+                _log.warning("rest.seed_failed", asset_id=asset_id, error=repr(error))
+                return
+        metrics.REST_SEEDS.labels("ok").inc()
+        self.engine.on_rest_book(summary, time.time_ns())
+        self._actions_wake.set()
+
+    # -- timers, metrics, health -------------------------------------------------------------
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_interval_s)
+            self.engine.tick(time.time_ns())
+            self._actions_wake.set()
+            self.export_metrics()
+
+    def export_metrics(self) -> None:
+        self._exported.export(self.engine.stats)
+        for state, count in self.engine.states().items():
+            metrics.ASSETS.labels(state).set(count)
+        self.publisher.export_metrics(self._exported.published)
+
+    def health(self) -> tuple[bool, str]:
+        states = self.engine.states()
+        tracked = sum(states.values()) - states["closed"]
+        live = states["live"]
+        return (tracked == 0 or live > 0), f"{live}/{tracked} books live"
+
+    # -- snapshot request endpoint -----------------------------------------------------------
+    async def _answer_snapshot_request(self, message: Message) -> None:
+        asset_id = message.subject.rsplit(".", 1)[-1]
+        answer = self.engine.snapshot(asset_id, time.time_ns())
+        if answer is not None:  # another instance may own it: stay silent
+            await self.bus.respond(message, encode(answer))
+
+
+class _Exported:
+    """Counts already moved from EngineStats into Prometheus (the engine has no metrics)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.published: dict[str, int] = {}
+
+    def _inc(self, key: str, value: int, counter: Any) -> None:
+        delta = value - self.values.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self.values[key] = value
+
+    def export(self, stats: EngineStats) -> None:
+        self._inc("frames", stats.frames, metrics.FRAMES.labels("data"))
+        self._inc("pongs", stats.pongs, metrics.FRAMES.labels("pong"))
+        self._inc("bytes", stats.bytes, metrics.BYTES)
+        self._inc("decode_errors", stats.decode_errors, metrics.DECODE_ERRORS)
+        self._inc("untracked", stats.untracked, metrics.UNTRACKED)
+        self._inc("price_change", stats.price_changes, metrics.EVENTS.labels("price_change"))
+        self._inc("entries", stats.entries, metrics.EVENTS.labels("price_change_entry"))
+        for kind, count in stats.events.items():
+            self._inc(f"event:{kind}", count, metrics.EVENTS.labels(kind))
+        for reason, count in stats.dead_letters.items():
+            self._inc(f"dlq:{reason}", count, metrics.DEAD_LETTERS.labels(reason))
+        for (status, reason), count in stats.transitions.items():
+            self._inc(f"tr:{status}:{reason}", count, metrics.TRANSITIONS.labels(status, reason))
+        for check, result, count in (
+            ("bbo", "pass", stats.bbo_passed),
+            ("bbo", "fail", stats.bbo_failed),
+            ("hash", "pass", stats.hash_passed),
+            ("hash", "fail", stats.hash_failed),
+            ("hash", "explained_by_trade", stats.hash_explained),
+        ):
+            self._inc(f"check:{check}:{result}", count, metrics.CHECKS.labels(check, result))
+        for (check, result), count in stats.checks.items():
+            self._inc(f"check:{check}:{result}", count, metrics.CHECKS.labels(check, result))
+        lags, stats.lags_ns = stats.lags_ns, []
+        for lag in lags:
+            metrics.LAG.observe(max(lag, 0) / 1e9)
 
 
 async def run(config: Config) -> None:
-    """Run the ingest service until SIGTERM/SIGINT."""
+    """Run the ingest service until SIGTERM/SIGINT: select markets, follow their books over the
+    venue's WebSocket, verify them after every batch, publish market data to NATS."""
     settings = config.section("ingest", IngestSettings)
     async with ServiceRuntime("ingest", config, settings) as runtime:
-        await runtime.wait()
+        ingest = Ingest(runtime.bus, settings, partitions=config.deployment.bus.partitions)
+        async with ingest:
+            runtime.add_health_check("books", ingest.health)
+            runtime.spawn(_watch(ingest), name="watch")
+            await runtime.wait()
+
+
+async def _watch(ingest: Ingest) -> None:
+    # Surface a dead part of the ingest as a failed runtime task (the service then stops).
+    while True:
+        await asyncio.sleep(1.0)
+        error = ingest.failed()
+        if error is not None:
+            raise error

@@ -1,0 +1,232 @@
+"""Ingest benchmarks (DESIGN §9): prints each figure beside a baseline measured in the same run.
+
+1. decode + book + checks, no I/O: price-change entries/s through ``IngestEngine.on_frame``
+   (every batch's best bid/ask checked; the venue hash recomputed on every batch, and with the
+   default sampling), beside a bare ``msgspec`` decode loop over the same frames.
+2. end to end: the simulator -> WebSocket -> ingest -> NATS, frames/s and events/s with a
+   subscriber counting every published event (zero drops required), and CPU per 1,000 events.
+3. memory: RSS per book with 5,000 assets live.
+
+Run: ``uv run python bench/ingest.py [--quick]``. Needs nothing but loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import resource
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from polybus.common.book import OrderBook
+from polybus.common.money import MICROS, format_micros
+from polybus.common.polymarket.book_hash import book_hash
+from polybus.common.subjects import Subjects
+from polybus.ingest.config import IngestSettings
+from polybus.ingest.engine import IngestEngine
+
+TICK = 10_000
+
+
+def _levels(book: dict[int, int], descending: bool) -> list[tuple[str, str]]:
+    return [
+        (format_micros(p), format_micros(s)) for p, s in sorted(book.items(), reverse=descending)
+    ]
+
+
+def _hash(market: str, asset: str, ts: str, book: OrderBook) -> str:
+    return book_hash(
+        market=market,
+        asset_id=asset,
+        timestamp=ts,
+        bids=_levels(book.bids, descending=False),
+        asks=_levels(book.asks, descending=True),
+        min_order_size="5",
+        tick_size="0.01",
+        neg_risk=False,
+        last_trade_price="0.500",
+    )
+
+
+def _wire_levels(levels: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"price": p, "size": s} for p, s in levels]
+
+
+def generate(markets: int, messages: int, seed: int = 7) -> tuple[list[bytes], list[bytes], int]:
+    """Initial book frames and price_change frames with correct best bid/ask and hashes, for
+    ``markets`` binary markets (two mirrored tokens each). Returns (books, changes, entries)."""
+    rng = random.Random(seed)
+    state: list[tuple[str, str, str, OrderBook, OrderBook]] = []
+    books: list[bytes] = []
+    for m in range(markets):
+        market = "0x" + f"{m:064x}"
+        yes, no = f"{10**76 + 2 * m}", f"{10**76 + 2 * m + 1}"
+        yes_book, no_book = OrderBook(), OrderBook()
+        mid = rng.randint(20, 80)
+        for step in range(1, 21):
+            size = rng.randint(1, 5000) * MICROS // 100
+            if mid - step > 0:
+                yes_book.set_bid((mid - step) * TICK, size)
+                no_book.set_ask(MICROS - (mid - step) * TICK, size)
+            if mid + step < 100:
+                yes_book.set_ask((mid + step) * TICK, size)
+                no_book.set_bid(MICROS - (mid + step) * TICK, size)
+        for asset, book in ((yes, yes_book), (no, no_book)):
+            ts = "1700000000000"
+            event = {
+                "market": market,
+                "asset_id": asset,
+                "timestamp": ts,
+                "hash": _hash(market, asset, ts, book),
+                "bids": _wire_levels(_levels(book.bids, descending=False)),
+                "asks": _wire_levels(_levels(book.asks, descending=True)),
+                "tick_size": "0.01",
+                "event_type": "book",
+                "last_trade_price": "0.500",
+            }
+            books.append(msgspec.json.encode(event))
+        state.append((market, yes, no, yes_book, no_book))
+    changes: list[bytes] = []
+    entries = 0
+    for n in range(messages):
+        market, yes, no, yes_book, no_book = state[rng.randrange(markets)]
+        ts = str(1700000000001 + n)
+        # A resting order added or removed near the top of the YES book, mirrored on NO.
+        side = rng.choice(("BUY", "SELL"))
+        best = yes_book.best_bid if side == "BUY" else yes_book.best_ask
+        if best is None:
+            continue
+        offset = rng.randint(0, 3) * TICK
+        price = best - offset if side == "BUY" else best + offset
+        if not TICK <= price <= MICROS - TICK:
+            continue
+        size = 0 if rng.random() < 0.3 else rng.randint(1, 5000) * MICROS // 100
+        yes_book.set_level(side, price, size)
+        no_side = "SELL" if side == "BUY" else "BUY"
+        no_book.set_level(no_side, MICROS - price, size)
+        if yes_book.crossed or no_book.crossed:
+            yes_book.set_level(side, price, 0)
+            no_book.set_level(no_side, MICROS - price, 0)
+            continue
+        entry: list[dict[str, str]] = []
+        for asset, book, s, p in (
+            (yes, yes_book, side, price),
+            (no, no_book, no_side, MICROS - price),
+        ):
+            entry.append(
+                {
+                    "asset_id": asset,
+                    "price": format_micros(p),
+                    "size": format_micros(size),
+                    "side": s,
+                    "hash": _hash(market, asset, ts, book),
+                    "best_bid": format_micros(book.best_bid) if book.best_bid else "0",
+                    "best_ask": format_micros(book.best_ask) if book.best_ask else "1",
+                }
+            )
+        changes.append(
+            msgspec.json.encode(
+                {
+                    "market": market,
+                    "price_changes": entry,
+                    "timestamp": ts,
+                    "event_type": "price_change",
+                }
+            )
+        )
+        entries += 2
+    return books, changes, entries
+
+
+def bench_engine(books: list[bytes], changes: list[bytes], entries: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    decoder = msgspec.json.Decoder()
+    started = time.perf_counter()
+    for frame in changes:
+        decoder.decode(frame)
+    results["baseline bare msgspec decode (untyped), entries/s"] = entries / (
+        time.perf_counter() - started
+    )
+    for label, interval in (("hash every batch", 0.0), ("hash at most 1/s per asset", 1.0)):
+        settings = IngestSettings(hash_check_interval_s=interval, snapshot_interval_s=0)
+        engine = IngestEngine(Subjects(), 16, settings, auto_track=True)
+        for frame in books:
+            engine.on_frame(frame, 1)
+        engine.outbox.clear()
+        now = 2_000_000_000
+        gc.collect()
+        started = time.perf_counter()
+        for frame in changes:
+            engine.on_frame(frame, now)
+            now += 1_000_000
+            if len(engine.outbox) > 10_000:
+                engine.outbox.clear()
+        elapsed = time.perf_counter() - started
+        failed = sum(t.counts.bbo_failed + t.counts.hash_failed for t in engine.tracks.values())
+        stale = sum(t.counts.stale for t in engine.tracks.values())
+        if failed or stale:
+            raise SystemExit(f"benchmark frames failed checks: {failed} failed, {stale} stale")
+        results[f"decode+book+checks ({label}), entries/s"] = entries / elapsed
+    return results
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_memory(assets: int) -> dict[str, float]:
+    books, _, _ = generate(assets // 2, 0, seed=11)
+    gc.collect()
+    before = rss_bytes()
+    engine = IngestEngine(Subjects(), 16, IngestSettings(snapshot_interval_s=0), auto_track=True)
+    for frame in books:
+        engine.on_frame(frame, 1)
+    engine.outbox.clear()
+    del books
+    gc.collect()
+    after = rss_bytes()
+    live = sum(1 for t in engine.tracks.values() if t.state.value == "live")
+    levels = sum(len(t.book) for t in engine.tracks.values()) / max(1, live)
+    return {
+        "assets live": float(live),
+        "levels per book": levels,
+        "RSS per book (bytes), engine + book + track": (after - before) / max(1, live),
+    }
+
+
+async def bench_end_to_end(markets: int, seconds: float) -> dict[str, float]:
+    from bench_ingest_e2e import run_end_to_end  # type: ignore[import-not-found]
+
+    result: dict[str, float] = await run_end_to_end(markets, seconds)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads")
+    args = parser.parse_args()
+    messages = 20_000 if args.quick else 100_000
+    books, changes, entries = generate(200, messages)
+    print(f"# {len(changes)} price_change frames, {entries} entries, 400 assets")
+    report: dict[str, Any] = {}
+    report.update(bench_engine(books, changes, entries))
+    report.update(bench_memory(1_000 if args.quick else 5_000))
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    report["process CPU so far (s)"] = cpu.ru_utime + cpu.ru_stime
+    for key, value in report.items():
+        print(f"{key:<60} {value:>14,.1f}")
+    json.dump(report, sys.stderr)
+    sys.stderr.write("\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.sleep(0))
+    main()

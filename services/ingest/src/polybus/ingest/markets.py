@@ -1,0 +1,163 @@
+"""Which markets the ingest follows: explicit lists plus discovery from Gamma, as MarketInfo.
+
+Explicit condition ids, slugs and token ids are looked up on Gamma; discovery takes active,
+order-book-enabled, open markets, filters them by tag and end date, ranks them by 24 h volume
+or liquidity and keeps the top N. Markets that are closed, archived or not on the book are
+never selected, so a refresh drops them (their books close, their sockets unsubscribe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+
+import msgspec
+import structlog
+
+from polybus.common.events import MarketInfo, Outcome
+from polybus.common.money import MICROS
+from polybus.ingest.config import IngestSettings
+from polybus.ingest.gamma import GammaClient, GammaMarket
+
+_log = structlog.get_logger("polybus.ingest.markets")
+_DAY_NS = 86_400 * 1_000_000_000
+_EXPLICIT_BATCH = 50
+
+
+def _micros(value: Decimal | None) -> int:
+    if value is None or not value.is_finite():
+        return 0
+    return int((value * MICROS).to_integral_value(rounding=ROUND_DOWN))
+
+
+def _end_ns(text: str) -> int:
+    if not text:
+        return 0
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return 0
+
+
+def tradable(market: GammaMarket) -> bool:
+    """On the CLOB, open, and with one token per outcome."""
+    tokens = market.token_ids()
+    return (
+        market.enable_order_book
+        and market.active
+        and not market.closed
+        and not market.archived
+        and market.accepting_orders is not False
+        and bool(market.condition_id)
+        and len(tokens) >= 2
+        and len(tokens) == len(market.outcome_names())
+    )
+
+
+def market_info(market: GammaMarket, now_ns: int) -> MarketInfo:
+    """Gamma's market as a polybus MarketInfo (fixed-point; event id from the content)."""
+    fee = market.fee_schedule
+    fields = {
+        "condition_id": market.condition_id,
+        "question": market.question,
+        "slug": market.slug,
+        "outcomes": tuple(
+            Outcome(token_id=token, outcome=name)
+            for token, name in zip(market.token_ids(), market.outcome_names(), strict=False)
+        ),
+        "tick_size": _micros(market.order_price_min_tick_size),
+        "min_order_size": _micros(market.order_min_size),
+        "neg_risk": market.neg_risk,
+        "neg_risk_market_id": market.group_id(),
+        "fee_rate": _micros(fee.rate)
+        if fee is not None and market.fees_enabled is not False
+        else 0,
+        "fee_exponent": int(fee.exponent) if fee is not None and fee.exponent is not None else 1,
+        "end_date_ns": _end_ns(market.end_date),
+        "active": market.active,
+        "closed": market.closed,
+        "volume_24h": _micros(market.volume24hr),
+        "liquidity": _micros(market.liquidity_num),
+    }
+    # The same facts give the same id, so a re-publication (or a second instance) dedups.
+    digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).hexdigest()
+    return MarketInfo(
+        event_id=f"pm.market.{market.condition_id}.{digest}",
+        ts_event=now_ns,
+        ts_init=now_ns,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+class MarketSelector:
+    """Runs the selection the settings describe."""
+
+    def __init__(self, settings: IngestSettings, gamma: GammaClient) -> None:
+        self.settings = settings
+        self.gamma = gamma
+
+    async def select(self) -> list[MarketInfo]:
+        """The markets to follow now, explicit ones first, then the discovered top N."""
+        now_ns = time.time_ns()
+        chosen: dict[str, GammaMarket] = {}
+        for market in await self._explicit():
+            if tradable(market):
+                chosen.setdefault(market.condition_id, market)
+        if self.settings.discover and self.settings.discover_top_n:
+            for market in await self._discover(now_ns):
+                chosen.setdefault(market.condition_id, market)
+        return [market_info(market, now_ns) for market in chosen.values()]
+
+    async def _explicit(self) -> list[GammaMarket]:
+        settings = self.settings
+        found: list[GammaMarket] = []
+        lookups: list[tuple[str, tuple[str, ...], Callable[[GammaMarket, set[str]], bool]]] = [
+            ("condition_ids", settings.condition_ids, lambda m, v: m.condition_id in v),
+            ("slug", settings.slugs, lambda m, v: m.slug in v),
+            ("clob_token_ids", settings.token_ids, lambda m, v: bool(set(m.token_ids()) & v)),
+        ]
+        for key, values, matches in lookups:
+            for start in range(0, len(values), _EXPLICIT_BATCH):
+                wanted = set(values[start : start + _EXPLICIT_BATCH])
+                markets = await self.gamma.markets({key: sorted(wanted), "limit": len(wanted) * 4})
+                # Filter here too: an older Gamma (or a double) may ignore a filter.
+                found.extend(m for m in markets if matches(m, wanted))
+        return found
+
+    async def _discover(self, now_ns: int) -> list[GammaMarket]:
+        settings = self.settings
+        order = "volume24hr" if settings.discover_rank_by == "volume_24h" else "liquidityNum"
+        candidates = await self.gamma.active_markets(
+            order=order,
+            page_size=settings.discover_page_size,
+            max_pages=settings.discover_max_pages,
+        )
+        tags = {tag.lower() for tag in settings.discover_tags}
+        earliest = now_ns + int(settings.discover_end_after_days * _DAY_NS)
+        latest = now_ns + int(settings.discover_end_before_days * _DAY_NS)
+        kept = []
+        for market in candidates:
+            if not tradable(market):
+                continue
+            if tags and not tags & market.tag_names():
+                continue
+            end = _end_ns(market.end_date)
+            if settings.discover_end_after_days and end and end < earliest:
+                continue
+            if settings.discover_end_before_days and (not end or end > latest):
+                continue
+            kept.append(market)
+
+        def rank(market: GammaMarket) -> Decimal:
+            value = (
+                market.volume24hr
+                if settings.discover_rank_by == "volume_24h"
+                else market.liquidity_num
+            )
+            return value if value is not None and value.is_finite() else Decimal(0)
+
+        kept.sort(key=rank, reverse=True)
+        return kept[: settings.discover_top_n]
