@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from polybus.common.config import Config
 from polybus.common.plugins import ServicePlugin
+from polybus.ingest.cli import commands
 from polybus.ingest.config import IngestSettings
 
 
@@ -16,6 +17,8 @@ PLUGIN = ServicePlugin(
     help="Run the ingest: venue WebSocket books to NATS.",
     settings_type=IngestSettings,
     run="polybus.ingest.service:run",
+    commands=commands,
     wanted=_always,
     start_order=50,
+    hooks={"replay_capture": "polybus.ingest.replay:replay_capture"},
 )
