@@ -83,3 +83,51 @@ def book_hash(
         last_trade_price=last_trade_price,
     )
     return hashlib.sha1(_encoder.encode(summary), usedforsecurity=False).hexdigest()
+
+
+def level_json(price: str, size: str) -> bytes:
+    """One level as the hash input (and the venue's compact JSON) prints it:
+    ``{"price":"0.48","size":"30"}``. ``price``/``size`` are plain decimal strings."""
+    return b'{"price":"' + price.encode() + b'","size":"' + size.encode() + b'"}'
+
+
+def book_hash_of_levels(
+    *,
+    market: str,
+    asset_id: str,
+    timestamp: str,
+    bids_json: Iterable[bytes],
+    asks_json: Iterable[bytes],
+    min_order_size: str,
+    tick_size: str,
+    neg_risk: bool,
+    last_trade_price: str,
+) -> str:
+    """:func:`book_hash` for a caller that keeps its levels pre-encoded with :func:`level_json`
+    (``bids_json`` ascending, ``asks_json`` descending): the same rule and result, without
+    re-encoding every level (the simulator hashes two books per market per batch)."""
+    encode = _encoder.encode
+    summary = b"".join(
+        (
+            b'{"market":',
+            encode(market),
+            b',"asset_id":',
+            encode(asset_id),
+            b',"timestamp":',
+            encode(timestamp),
+            b',"hash":"","bids":[',
+            b",".join(bids_json),
+            b'],"asks":[',
+            b",".join(asks_json),
+            b'],"min_order_size":',
+            encode(min_order_size),
+            b',"tick_size":',
+            encode(tick_size),
+            b',"neg_risk":',
+            b"true" if neg_risk else b"false",
+            b',"last_trade_price":',
+            encode(last_trade_price),
+            b"}",
+        )
+    )
+    return hashlib.sha1(summary, usedforsecurity=False).hexdigest()

@@ -1,0 +1,56 @@
+"""``polybus sim-fault``: switch a running simulator's faults from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import aiohttp
+import typer
+
+app = typer.Typer()
+
+
+def _parse(assignments: list[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"{assignment!r} is not KEY=VALUE")
+        try:
+            body[key] = json.loads(value)
+        except json.JSONDecodeError:
+            body[key] = value
+    return body
+
+
+@app.command("sim-fault")
+def sim_fault(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="stall, unstall, disconnect, drop_price_change, crossed_burst, inject_frame, "
+            "tick_change, restart, post_only, cancel_only, trading_disabled, rate_limit, slow, "
+            "fail_settlement, clear"
+        ),
+    ],
+    url: Annotated[str, typer.Option(help="The simulator's HTTP URL.")] = "http://127.0.0.1:8080",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A fault parameter, KEY=VALUE (JSON values), repeatable."),
+    ] = None,
+) -> None:
+    """Switch a fault on in a running simulator (POST /admin/faults/NAME); exits 1 if refused."""
+    body = _parse(set_ or [])
+
+    async def post() -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url.rstrip('/')}/admin/faults/{name}", json=body) as response,
+        ):
+            return response.status, await response.text()
+
+    status, text = asyncio.run(post())
+    typer.echo(text)
+    raise typer.Exit(0 if status == 200 else 1)

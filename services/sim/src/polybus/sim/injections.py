@@ -1,0 +1,113 @@
+"""Timed book injections: mispricings (arbitrage for strategies) and crossed-book bursts.
+
+Both add simulated liquidity that the matching engine would never let rest (it is placed
+without matching), publish it like any other change, and take it back after a while. The
+liquidity is real while it lasts: orders that cross it fill.
+
+- A neg-risk mispricing lowers the YES asks of every outcome of an event so that they sum to
+  ``1 - edge``: buying one YES of each outcome costs less than the 1 pUSD the set pays.
+- A binary mispricing (and the crossed-book fault) puts a YES ask below the YES bid, i.e. YES
+  ask + NO ask < 1: the book is crossed, as the venue's briefly are (VENUE.md §9 H8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from polybus.common.money import MICROS
+from polybus.sim.book import SELL, MarketBook
+from polybus.sim.exchange import Exchange, random_size
+from polybus.sim.universe import seeded_random
+
+
+@dataclass(frozen=True)
+class Injected:
+    """Liquidity added by an injection: taken back by :meth:`Injections.restore`."""
+
+    book: MarketBook
+    price: int
+    size: int
+
+
+class Injections:
+    """Places injections and owns their timers (``restore_all`` ends them early)."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self._timers: dict[int, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
+        self._next_id = 0
+
+    def _schedule(self, duration_ms: int, restore: Callable[[], None]) -> None:
+        self._next_id += 1
+        key = self._next_id
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            restore()
+
+        handle = asyncio.get_running_loop().call_later(duration_ms / 1000, fire)
+        self._timers[key] = (handle, restore)
+
+    def restore_all(self) -> None:
+        """End every running injection now (pausing the flow makes the books quiescent)."""
+        timers, self._timers = self._timers, {}
+        for handle, restore in timers.values():
+            handle.cancel()
+            restore()
+
+    def _take_back(self, injected: list[Injected]) -> None:
+        with self.exchange.batch():
+            for item in injected:
+                self.exchange.cancel_liquidity(item.book, SELL, item.price, item.size, 0)
+
+    def crossed(self, book: MarketBook, *, duration_ms: int, levels: int = 2) -> list[Injected]:
+        """YES asks at and below the best bid: a crossed book (YES ask + NO ask < 1)."""
+        best_bid = book.best_bid()
+        tick = book.tick_size
+        if best_bid is None or best_bid <= tick:
+            return []
+        injected = []
+        rng = self._rng()
+        with self.exchange.batch():
+            for depth in range(levels):
+                price = best_bid - depth * tick
+                if price < tick:
+                    break
+                size = random_size(rng, 40.0)
+                self.exchange.add_liquidity(book, SELL, price, size, 0)
+                injected.append(Injected(book, price, size))
+        self._schedule(duration_ms, lambda: self._take_back(injected))
+        return injected
+
+    def neg_risk(self, books: list[MarketBook], *, edge: int, duration_ms: int) -> list[Injected]:
+        """Lower every outcome's YES ask so the asks sum to about ``1 - edge``."""
+        asks = [book.best_ask() for book in books]
+        bids = [book.best_bid() or 0 for book in books]
+        if not books or any(ask is None for ask in asks):
+            return []
+        target = MICROS - edge
+        # Spread the discount over the outcomes in proportion to their prices, never at or
+        # below an outcome's best bid (that would be a crossed book, not an arbitrage).
+        total = sum(ask for ask in asks if ask is not None)
+        injected = []
+        rng = self._rng()
+        with self.exchange.batch():
+            for book, ask, bid in zip(books, asks, bids, strict=True):
+                assert ask is not None
+                tick = book.tick_size
+                price = ask * target // total // tick * tick
+                price = max(price, bid + tick)
+                if price >= ask or price >= MICROS:
+                    continue
+                size = max(random_size(rng, 30.0), book.min_order_size)
+                self.exchange.add_liquidity(book, SELL, price, size, 0)
+                injected.append(Injected(book, price, size))
+        if injected:
+            self._schedule(duration_ms, lambda: self._take_back(injected))
+        return injected
+
+    def _rng(self) -> random.Random:
+        return seeded_random(self.exchange.settings.seed, "injection", self._next_id)

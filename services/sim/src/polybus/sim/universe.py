@@ -1,0 +1,274 @@
+"""The simulated market universe: binary markets and neg-risk events, derived from a seed.
+
+Ids look like the venue's: condition, question and neg-risk market ids are ``0x`` + 64 hex,
+token ids are 77-digit decimal strings, Gamma ids small decimal strings. Each is a hash of the
+seed and the market's position, so a seed always yields the same universe (and a new market
+created later gets ids nobody else has).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from polybus.common.money import MICROS
+
+_YES_NO = ("Yes", "No")
+_BASE_DATE = datetime(2027, 1, 1, tzinfo=UTC)
+_TOPICS = (
+    "Bitcoin above {n}k on {date}",
+    "Ethereum above {n}00 on {date}",
+    "Fed cuts rates by {date}",
+    "Team {n} wins the final",
+    "Inflation below {n}.0% in {date}",
+    "Candidate {n} leads the polls on {date}",
+    "Storm {n} makes landfall by {date}",
+    "Film {n} tops the box office on {date}",
+)
+
+
+class SimToken(msgspec.Struct, frozen=True, kw_only=True):
+    token_id: str
+    outcome: str
+
+
+class SimEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A Gamma event: one binary market, or the outcomes of a neg-risk event."""
+
+    id: str
+    slug: str
+    ticker: str
+    title: str
+    neg_risk: bool
+    neg_risk_market_id: str
+    condition_ids: tuple[str, ...]
+
+
+class SimMarket(msgspec.Struct, frozen=True, kw_only=True):
+    """One market (condition) with its two tokens, YES first. Prices and sizes are micros.
+
+    :meth:`polybus.sim.server.Simulator.markets` returns these with the current
+    ``tick_size``/``active``/``closed`` state.
+    """
+
+    gamma_id: str
+    condition_id: str
+    question_id: str
+    question: str
+    slug: str
+    description: str
+    tokens: tuple[SimToken, SimToken]
+    tick_size: int
+    min_order_size: int
+    neg_risk: bool
+    neg_risk_market_id: str
+    event_id: str
+    group_item_title: str
+    start_date: str
+    end_date: str
+    fee_rate: float
+    fee_exponent: int
+    volume: int
+    liquidity: int
+    initial_price: int
+    """The YES fair price the initial book is built around."""
+    active: bool = True
+    closed: bool = False
+    winner: str = ""
+    """The winning token id once resolved."""
+
+    @property
+    def yes(self) -> str:
+        return self.tokens[0].token_id
+
+    @property
+    def no(self) -> str:
+        return self.tokens[1].token_id
+
+
+class Universe(msgspec.Struct, kw_only=True):
+    markets: list[SimMarket]
+    events: list[SimEvent]
+
+
+def seeded_random(*parts: object) -> random.Random:
+    """A generator for simulation (not secrets), seeded from the settings' seed and a purpose:
+    each purpose gets its own stream, so adding draws to one does not shift another."""
+    return random.Random(":".join(str(part) for part in parts))  # noqa: S311
+
+
+def _digest(seed: int, *parts: object) -> bytes:
+    text = ":".join(str(part) for part in (seed, *parts))
+    return hashlib.sha256(text.encode()).digest()
+
+
+def hex_id(seed: int, *parts: object) -> str:
+    """``0x`` + 64 hex characters."""
+    return "0x" + _digest(seed, *parts).hex()
+
+
+def token_id(seed: int, *parts: object) -> str:
+    """A 77-digit decimal string (a uint256 below 10**77, like the venue's token ids)."""
+    value = int.from_bytes(_digest(seed, "token", *parts), "big")
+    return str(10**76 + value % (9 * 10**76))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fair_price(rng: random.Random) -> int:
+    """A YES fair price: mostly mid-range, some near the extremes (where ticks change)."""
+    roll = rng.random()
+    if roll < 0.06:
+        value = rng.uniform(0.015, 0.05)
+    elif roll < 0.12:
+        value = rng.uniform(0.95, 0.985)
+    else:
+        value = rng.betavariate(2.0, 2.0) * 0.8 + 0.1
+    return round(value * 1000) * 1000
+
+
+def _initial_tick(rng: random.Random, fair: int) -> int:
+    if fair < 40_000 or fair > 960_000 or rng.random() < 0.15:
+        return 1_000
+    return 10_000
+
+
+class _Builder:
+    def __init__(self, seed: int, min_order_size: int) -> None:
+        self.seed = seed
+        self.min_order_size = min_order_size * MICROS
+        self.rng = seeded_random(seed, "universe")
+        self.markets: list[SimMarket] = []
+        self.events: list[SimEvent] = []
+
+    def market(
+        self,
+        *,
+        index: int,
+        question: str,
+        fair: int,
+        event_id: str,
+        neg_risk_market_id: str = "",
+        group_item_title: str = "",
+    ) -> SimMarket:
+        rng, seed = self.rng, self.seed
+        condition_id = hex_id(seed, "condition", index)
+        start = _BASE_DATE - timedelta(days=rng.randint(1, 60))
+        end = _BASE_DATE + timedelta(days=rng.randint(1, 365), hours=rng.randint(0, 23))
+        slug = "-".join(question.lower().replace("%", "pct").replace(".", "").split())[:60]
+        return SimMarket(
+            gamma_id=str(1_000_000 + index),
+            condition_id=condition_id,
+            question_id=hex_id(seed, "question", index),
+            question=question,
+            slug=f"{slug}-{index}",
+            description=f'This simulated market resolves to "Yes" if {question.lower()}.',
+            tokens=(
+                SimToken(token_id=token_id(seed, index, 0), outcome=_YES_NO[0]),
+                SimToken(token_id=token_id(seed, index, 1), outcome=_YES_NO[1]),
+            ),
+            tick_size=_initial_tick(rng, fair),
+            min_order_size=self.min_order_size,
+            neg_risk=bool(neg_risk_market_id),
+            neg_risk_market_id=neg_risk_market_id,
+            event_id=event_id,
+            group_item_title=group_item_title,
+            start_date=_iso(start),
+            end_date=_iso(end),
+            fee_rate=0.0,
+            fee_exponent=1,
+            volume=int(rng.lognormvariate(11, 2)) * MICROS,
+            liquidity=int(rng.lognormvariate(10, 1.5)) * MICROS,
+            initial_price=fair,
+        )
+
+    def question(self, index: int) -> str:
+        template = _TOPICS[index % len(_TOPICS)]
+        date = (_BASE_DATE + timedelta(days=index % 365)).strftime("%B %d")
+        return template.format(n=index % 97 + 3, date=date)
+
+    def binary(self, index: int) -> None:
+        event_id = str(100_000 + index)
+        market = self.market(
+            index=index,
+            question=self.question(index),
+            fair=_fair_price(self.rng),
+            event_id=event_id,
+        )
+        self.markets.append(market)
+        self.events.append(
+            SimEvent(
+                id=event_id,
+                slug=market.slug,
+                ticker=market.slug,
+                title=market.question,
+                neg_risk=False,
+                neg_risk_market_id="",
+                condition_ids=(market.condition_id,),
+            )
+        )
+
+    def neg_risk_event(self, event_index: int, first_market_index: int, outcomes: int) -> None:
+        rng = self.rng
+        event_id = str(200_000 + event_index)
+        neg_risk_market_id = hex_id(self.seed, "neg-risk", event_index)
+        weights = [rng.gammavariate(1.2, 1.0) for _ in range(outcomes)]
+        total = sum(weights)
+        title = f"Who wins contest {event_index + 1}?"
+        condition_ids = []
+        for offset, weight in enumerate(weights):
+            fair = min(max(round(weight / total * 1000) * 1000, 5_000), 985_000)
+            name = f"Contender {chr(ord('A') + offset % 26)}{offset // 26 or ''}"
+            market = self.market(
+                index=first_market_index + offset,
+                question=f"Will {name} win contest {event_index + 1}?",
+                fair=fair,
+                event_id=event_id,
+                neg_risk_market_id=neg_risk_market_id,
+                group_item_title=name,
+            )
+            self.markets.append(market)
+            condition_ids.append(market.condition_id)
+        slug = f"who-wins-contest-{event_index + 1}"
+        self.events.append(
+            SimEvent(
+                id=event_id,
+                slug=slug,
+                ticker=slug,
+                title=title,
+                neg_risk=True,
+                neg_risk_market_id=neg_risk_market_id,
+                condition_ids=tuple(condition_ids),
+            )
+        )
+
+
+def build_universe(
+    *,
+    seed: int,
+    binary_markets: int,
+    neg_risk_events: int,
+    outcomes_per_event: int,
+    min_order_size: int,
+) -> Universe:
+    """The markets and events of a seed: binary markets first, then neg-risk outcomes."""
+    builder = _Builder(seed, min_order_size)
+    for index in range(binary_markets):
+        builder.binary(index)
+    next_index = binary_markets
+    for event_index in range(neg_risk_events):
+        builder.neg_risk_event(event_index, next_index, outcomes_per_event)
+        next_index += outcomes_per_event
+    return Universe(markets=builder.markets, events=builder.events)
+
+
+def new_market(seed: int, index: int, min_order_size: int) -> tuple[SimMarket, SimEvent]:
+    """A market created after start (``new_market``), with ids derived from its index."""
+    builder = _Builder(seed + 7919 * (index + 1), min_order_size)
+    builder.binary(index)
+    return builder.markets[0], builder.events[0]
