@@ -35,9 +35,18 @@ from polybus.recorder.replay import replay
 from polybus.recorder.samples import BASE_NS, one_of_each, subject_for
 from polybus.recorder.store import PostgresStore
 from polybus.recorder.tables import EVENT_TABLES, timestamp
+from tests.conftest import NatsServerInfo
 from tests.helpers import eventually
 
-MARKET_DATA = (BookSnapshot, BookDelta, Trade, TickSizeChanged, BookStatus, MarketInfo, MarketResolved)
+MARKET_DATA = (
+    BookSnapshot,
+    BookDelta,
+    Trade,
+    TickSizeChanged,
+    BookStatus,
+    MarketInfo,
+    MarketResolved,
+)
 SETTINGS = RecorderSettings(batch_max_delay_s=0.01, fetch_timeout_s=0.2)
 
 
@@ -68,7 +77,9 @@ async def run_recorder(
         [c for c in definitions.consumer if c.durable == "recorder"],
         settings,
         stop,
-        lambda: PostgresStore(lambda: asyncpg.connect(database_url)),
+        lambda: PostgresStore(
+            lambda: asyncpg.connect(database_url, timeout=5), timeout=settings.write_timeout_s
+        ),
     )
     tasks = [asyncio.create_task(loop.run()) for loop in loops]
     return stop, loops, tasks
@@ -105,7 +116,7 @@ async def test_every_event_type_round_trips_bus_to_table_to_replay(
     definitions: Definitions,
     recorder_database: asyncpg.Connection,
     database_url: str,
-    nats_server: object,
+    nats_server: NatsServerInfo,
     tmp_path: Path,
 ) -> None:
     await bus.apply(definitions)
@@ -132,6 +143,7 @@ async def test_every_event_type_round_trips_bus_to_table_to_replay(
         events, key=lambda e: e.event_id
     )
     halt = await recorder_database.fetchrow("SELECT subject, verb, payload FROM control_messages")
+    assert halt is not None
     assert halt["subject"] == bus.namespace.subjects.control("halt")
     assert (halt["verb"], halt["payload"]) == ("halt", b'{"by":"operator"}')
     # Every row knows where it came from: stream and sequence.
@@ -142,7 +154,7 @@ async def test_every_event_type_round_trips_bus_to_table_to_replay(
     # table -> replay on the bus, under its own prefix: identical JSON, recorded order.
     market_data = [e for e in events if isinstance(e, MARKET_DATA)]
     assert isinstance(market_data[0], MarketInfo)
-    config = deployment_config(bus, getattr(nats_server, "url"), database_url)
+    config = deployment_config(bus, nats_server.url, database_url)
     prefix = f"{bus.namespace.subject_prefix}.replay"
     received: list[Message] = []
 

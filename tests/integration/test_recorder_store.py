@@ -16,7 +16,9 @@ from polybus.recorder.tables import (
     EVENT_TABLES,
     MARKETS,
     TABLE_FOR_TYPE,
+    Row,
     Source,
+    Table,
 )
 
 
@@ -28,8 +30,8 @@ async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
-def batch_of(events: list[Event], first_seq: int = 1) -> dict:
-    batch: dict = {}
+def batch_of(events: list[Event], first_seq: int = 1) -> dict[Table, list[Row]]:
+    batch: dict[Table, list[Row]] = {}
     for seq, event in enumerate(events, first_seq):
         table = TABLE_FOR_TYPE[type(event)]
         source = Source("T_MD", seq, f"md.polymarket.7.x.{seq}")

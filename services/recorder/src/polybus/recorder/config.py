@@ -24,6 +24,8 @@ class RecorderSettings(ServiceSettings, frozen=True):
     """Retry delays while the database is unreachable: doubling from initial up to max."""
     verbatim_streams: tuple[str, ...] = ("CTL",)
     """Streams recorded verbatim into ``control_messages`` (operator commands, not events)."""
+    write_timeout_s: PositiveSeconds = 30.0
+    """A batch write (connect, COPY, insert, commit) taking longer counts as a failure."""
     lag_interval_s: PositiveSeconds = 5.0
     """How often consumer lag is read from the server for the metrics."""
     migrate_on_start: bool = True

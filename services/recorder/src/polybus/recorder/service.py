@@ -86,7 +86,7 @@ async def run(config: Config) -> None:
             consumers,
             settings,
             runtime.stop_event,
-            lambda: PostgresStore(lambda: connect(config)),
+            lambda: PostgresStore(lambda: connect(config), timeout=settings.write_timeout_s),
         )
 
         def database_health() -> tuple[bool, str]:

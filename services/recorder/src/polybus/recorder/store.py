@@ -13,6 +13,7 @@ isolates the offending rows and dead-letters them).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -81,8 +82,11 @@ def _transient(error: BaseException) -> bool:
 class PostgresStore:
     """Idempotent batch writes over one asyncpg connection, reconnecting after a failure."""
 
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+    def __init__(
+        self, connect: Callable[[], Awaitable[asyncpg.Connection]], *, timeout: float = 30.0
+    ) -> None:
         self._connect = connect
+        self._timeout = timeout
         self._connection: asyncpg.Connection | None = None
 
     async def _open(self) -> asyncpg.Connection:
@@ -98,29 +102,17 @@ class PostgresStore:
                     f"AS SELECT {', '.join(table.columns)} FROM {table.name} WITH NO DATA"
                 )
         except BaseException:
-            await connection.close()
+            connection.terminate()
             raise
         self._connection = connection
         return connection
 
     async def write(self, batch: Batch) -> dict[str, int]:
         try:
-            connection = await self._open()
-            inserted: dict[str, int] = {}
-            async with connection.transaction():
-                for table, rows in batch.items():
-                    if not rows:
-                        continue
-                    stage = stage_name(table)
-                    await connection.copy_records_to_table(
-                        stage, records=rows, columns=table.columns
-                    )
-                    status = await connection.execute(table.insert_sql(stage))
-                    # "INSERT 0 <rows>": the rows that were not already there.
-                    inserted[table.name] = int(status.rsplit(" ", 1)[1])
-                    if table.after_insert:
-                        await connection.execute(table.after_insert.format(stage=stage))
-            return inserted
+            # A server that vanishes mid-COPY can leave the client waiting on a dead socket:
+            # the timeout turns that into an ordinary "unavailable, retry later".
+            async with asyncio.timeout(self._timeout):
+                return await self._write(batch)
         except Exception as error:
             if _rejected(error):
                 raise RowsRejected(f"{type(error).__name__}: {error}") from error
@@ -128,6 +120,22 @@ class PostgresStore:
                 await self._discard()
                 raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
             raise
+
+    async def _write(self, batch: Batch) -> dict[str, int]:
+        connection = await self._open()
+        inserted: dict[str, int] = {}
+        async with connection.transaction():
+            for table, rows in batch.items():
+                if not rows:
+                    continue
+                stage = stage_name(table)
+                await connection.copy_records_to_table(stage, records=rows, columns=table.columns)
+                status = await connection.execute(table.insert_sql(stage))
+                # "INSERT 0 <rows>": the rows that were not already there.
+                inserted[table.name] = int(status.rsplit(" ", 1)[1])
+                if table.after_insert:
+                    await connection.execute(table.after_insert.format(stage=stage))
+        return inserted
 
     async def _discard(self) -> None:
         connection, self._connection = self._connection, None

@@ -93,7 +93,9 @@ class _NatsPullConsumer:
             )
         try:
             messages = await self._subscription.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:
+            # nats.errors.TimeoutError, or the plain asyncio one nats-py raises when its no-wait
+            # probe used up a short timeout: either way, nothing arrived in time.
             return []
         return [_NatsDelivery(msg) for msg in messages]
 
