@@ -201,6 +201,7 @@ class Simulator:
         app = web.Application(middlewares=[self._fault_middleware], client_max_size=1 << 22)
         clob, gamma = ClobPublic(self.exchange), Gamma(self.exchange)
         app.router.add_get("/ws/market", self.market_hub.handle)
+        # (the trading routes include /ws/user)
         app.router.add_routes(self.trading.routes())
         app.router.add_routes(Admin(self).routes())
         app.router.add_routes(gamma.routes()[2:])
