@@ -296,3 +296,30 @@ async def test_capture_replay_serves_frames_verbatim(tmp_path: Path) -> None:
     assert received == texts
     # Paced as recorded: the last frame came 150 ms after the first wrapped one.
     assert elapsed >= 0.15
+
+
+async def test_a_neg_risk_mispricing_makes_the_yes_asks_sum_below_one(sim: Simulator) -> None:
+    from polybus.common.money import MICROS, parse_price
+
+    await sim.pause_flow()
+    event = next(e for e in sim.exchange.events.values() if e.neg_risk)
+    yes = [sim.exchange.markets[cid].info.yes for cid in event.condition_ids]
+
+    def asks_sum(client: Any) -> int:
+        return sum(parse_price(client.best(asset)[1]) for asset in yes)
+
+    async with market_client(sim.market_ws_url) as client:
+        await client.subscribe(yes)
+        await client.recv_frame()
+        before = asks_sum(client)
+        injected = sim.inject_mispricing(event_id=event.id, edge=0.03, duration_ms=200)
+        assert injected
+        await client.until(lambda e: e["event_type"] == "price_change")
+        await client.sync()
+        during = asks_sum(client)
+        # ...and it goes away by itself.
+        async with asyncio.timeout(5):
+            while asks_sum(client) != before:
+                await client.recv_frame()
+    assert before >= MICROS
+    assert during < MICROS

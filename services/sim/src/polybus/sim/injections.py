@@ -4,8 +4,9 @@ Both add simulated liquidity that the matching engine would never let rest (it i
 without matching), publish it like any other change, and take it back after a while. The
 liquidity is real while it lasts: orders that cross it fill.
 
-- A neg-risk mispricing lowers the YES asks of every outcome of an event so that they sum to
-  ``1 - edge``: buying one YES of each outcome costs less than the 1 pUSD the set pays.
+- A neg-risk mispricing lowers the YES asks of an event's outcomes so that they sum to at
+  most ``1 - edge``: buying one YES of each outcome costs less than the 1 pUSD the set pays.
+  The asks stay above the bids where the bids leave room, otherwise the largest cross.
 - A binary mispricing (and the crossed-book fault) puts a YES ask below the YES bid, i.e. YES
   ask + NO ask < 1: the book is crossed, as the venue's briefly are (VENUE.md §9 H8).
 """
@@ -83,24 +84,16 @@ class Injections:
         return injected
 
     def neg_risk(self, books: list[MarketBook], *, edge: int, duration_ms: int) -> list[Injected]:
-        """Lower every outcome's YES ask so the asks sum to about ``1 - edge``."""
+        """Lower the outcomes' YES asks so that they sum to at most ``1 - edge``."""
         asks = [book.best_ask() for book in books]
-        bids = [book.best_bid() or 0 for book in books]
         if not books or any(ask is None for ask in asks):
             return []
-        target = MICROS - edge
-        # Spread the discount over the outcomes in proportion to their prices, never at or
-        # below an outcome's best bid (that would be a crossed book, not an arbitrage).
-        total = sum(ask for ask in asks if ask is not None)
+        prices = _discounted_asks(books, [a for a in asks if a is not None], MICROS - edge)
         injected = []
         rng = self._rng()
         with self.exchange.batch():
-            for book, ask, bid in zip(books, asks, bids, strict=True):
-                assert ask is not None
-                tick = book.tick_size
-                price = ask * target // total // tick * tick
-                price = max(price, bid + tick)
-                if price >= ask or price >= MICROS:
+            for book, price, ask in zip(books, prices, asks, strict=True):
+                if ask is None or price >= ask:
                     continue
                 size = max(random_size(rng, 30.0), book.min_order_size)
                 self.exchange.add_liquidity(book, SELL, price, size, 0)
@@ -111,3 +104,32 @@ class Injections:
 
     def _rng(self) -> random.Random:
         return seeded_random(self.exchange.settings.seed, "injection", self._next_id)
+
+
+def _discounted_asks(books: list[MarketBook], asks: list[int], target: int) -> list[int]:
+    """New YES asks summing to at most ``target``: as close to the current asks as that
+    allows, above each book's best bid while possible (then the largest ones go lower, and
+    their books cross: the venue's bids can already sum to about 1)."""
+    ticks = [book.tick_size for book in books]
+    floors = [(book.best_bid() or 0) + tick for book, tick in zip(books, ticks, strict=True)]
+    prices = list(floors)
+    room = target - sum(floors)
+    if room > 0:
+        spans = [
+            max(ask - tick - floor, 0) for ask, tick, floor in zip(asks, ticks, floors, strict=True)
+        ]
+        total = sum(spans)
+        if total:
+            prices = [
+                floor + min(span, room * span // total) // tick * tick
+                for floor, span, tick in zip(floors, spans, ticks, strict=True)
+            ]
+    deficit = sum(prices) - target
+    for index in sorted(range(len(prices)), key=lambda i: -prices[i]):
+        if deficit <= 0:
+            break
+        tick = ticks[index]
+        cut = min(-(-deficit // tick) * tick, prices[index] - tick)
+        prices[index] -= cut
+        deficit -= cut
+    return prices
