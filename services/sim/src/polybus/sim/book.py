@@ -6,9 +6,9 @@ YES bids and asks; every NO view, level, best price and hash is derived. Each pr
 FIFO queue of entries: simulated (anonymous) liquidity and real resting orders, so a resting
 order fills in time priority behind the liquidity that was there before it.
 
-Every mutation reports the level's new absolute size to ``on_change`` (the exchange turns those
-into ``price_change`` entries). Levels cache their JSON (for hashes and ``book`` frames) and
-refresh it lazily.
+Every mutation reports the level's new absolute size (as the venue prints it) to
+``on_change``; the exchange turns those into ``price_change`` entries. Each side keeps its
+levels' JSON beside them, so a hash or a ``book`` frame is one ``join``.
 """
 
 from __future__ import annotations
@@ -129,24 +129,26 @@ class _SideLevels:
             self.no_json.insert(index, b"")
         return level
 
-    def refresh(self, level: Level) -> None:
-        """Record a level's new size (dropping the level at zero)."""
+    def refresh(self, level: Level) -> str:
+        """Record a level's new size (dropping the level at zero); returns the size as the
+        venue prints it."""
         price = level.price
         index = bisect.bisect_left(self.prices, price)
+        self.joined = [None, None]
         if level.size:
             size = format_size(level.size)
             self.yes_json[index] = level_json(price_text(price), size)
             self.no_json[index] = level_json(price_text(MICROS - price), size)
-        else:
-            del self.levels[price]
-            del self.prices[index]
-            del self.yes_json[index]
-            del self.no_json[index]
-        self.joined = [None, None]
+            return size
+        del self.levels[price]
+        del self.prices[index]
+        del self.yes_json[index]
+        del self.no_json[index]
+        return "0"
 
 
-ChangeSink = Callable[["MarketBook", Side, int, int, int], None]
-"""``(book, yes_side, yes_price, new_size, origin_token_index)``."""
+ChangeSink = Callable[["MarketBook", Side, int, str, int], None]
+"""``(book, yes_side, yes_price, new_size_text, origin_token_index)``."""
 
 
 class Fill:
@@ -275,8 +277,7 @@ class MarketBook:
         levels = self._side(side)
         level = levels.level(price)
         level.add(order, size)
-        levels.refresh(level)
-        self.on_change(self, side, price, level.size, origin)
+        self.on_change(self, side, price, levels.refresh(level), origin)
 
     def cancel_anonymous(self, side: Side, price: int, size: int, origin: int) -> int:
         levels = self._side(side)
@@ -285,8 +286,7 @@ class MarketBook:
             return 0
         removed = level.cancel_anonymous(size)
         if removed:
-            levels.refresh(level)
-            self.on_change(self, side, price, level.size, origin)
+            self.on_change(self, side, price, levels.refresh(level), origin)
         return removed
 
     def cancel_order(self, side: Side, price: int, order: object, origin: int) -> int:
@@ -296,8 +296,7 @@ class MarketBook:
             return 0
         removed = level.cancel_order(order)
         if removed:
-            levels.refresh(level)
-            self.on_change(self, side, price, level.size, origin)
+            self.on_change(self, side, price, levels.refresh(level), origin)
         return removed
 
     def take(self, side: Side, limit: int, size: int, origin: int) -> list[Fill]:
@@ -314,6 +313,5 @@ class MarketBook:
             for order, filled in level.take(size):
                 fills.append(Fill(order, price, filled))
                 size -= filled
-            levels.refresh(level)
-            self.on_change(self, other, price, level.size, origin)
+            self.on_change(self, other, price, levels.refresh(level), origin)
         return fills

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import aiohttp
@@ -54,3 +55,25 @@ def sim_fault(
     status, text = asyncio.run(post())
     typer.echo(text)
     raise typer.Exit(0 if status == 200 else 1)
+
+
+@app.command("sim-capture")
+def sim_capture(
+    out: Annotated[Path, typer.Argument(help="The JSONL capture to write.", dir_okay=False)],
+    seed: Annotated[int, typer.Option(help="The universe and flow seed.")] = 1,
+    binary_markets: Annotated[int, typer.Option(help="Binary markets.")] = 500,
+    neg_risk_events: Annotated[int, typer.Option(help="Neg-risk events (4 outcomes).")] = 0,
+    batches: Annotated[int, typer.Option(help="Batches after the initial dump.")] = 1000,
+    actions: Annotated[int, typer.Option(help="Flow actions per batch.")] = 200,
+) -> None:
+    """Write simulated market data to a capture (replay it with capture_file, pace max)."""
+    from polybus.sim.capture import generate_capture
+    from polybus.sim.config import SimSettings
+
+    stats = generate_capture(
+        out,
+        SimSettings(seed=seed, binary_markets=binary_markets, neg_risk_events=neg_risk_events),
+        batches=batches,
+        actions_per_batch=actions,
+    )
+    typer.echo(json.dumps(stats.__dict__))

@@ -104,7 +104,7 @@ class _Trade:
 
 @dataclass(slots=True)
 class _MarketBatch:
-    changes: list[tuple[Side, int, int, int]] = field(default_factory=list)
+    changes: list[tuple[Side, int, str, int]] = field(default_factory=list)
     trades: list[_Trade] = field(default_factory=list)
     tick_change: tuple[int, int] | None = None
 
@@ -279,7 +279,7 @@ class Exchange:
             entry = batch.markets[book] = _MarketBatch()
         return entry
 
-    def _on_change(self, book: MarketBook, side: Side, price: int, size: int, origin: int) -> None:
+    def _on_change(self, book: MarketBook, side: Side, price: int, size: str, origin: int) -> None:
         self._market_batch(book).changes.append((side, price, size, origin))
 
     # -- operations ------------------------------------------------------------------------
@@ -386,8 +386,7 @@ class Exchange:
         yes_bid, yes_ask = book.best_texts(0)
         no_bid, no_ask = book.best_texts(1)
         market = book.condition_id
-        for side, price, size, origin in entry.changes:
-            size_text = format_size(size)
+        for side, price, size_text, origin in entry.changes:
             yes_entry = frames.PriceChangeEntry(
                 asset_id=yes,
                 price=price_text(price),
@@ -512,7 +511,7 @@ def _mirror(price: int | None) -> int | None:
     return None if price is None else MICROS - price
 
 
-def _ignore_change(book: MarketBook, side: Side, price: int, size: int, origin: int) -> None:
+def _ignore_change(book: MarketBook, side: Side, price: int, size: str, origin: int) -> None:
     return None
 
 

@@ -294,8 +294,9 @@ class Simulator:
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            # After a long stall (a blocked loop, a debugger) do not burst to catch up.
-            elapsed, last = min(now - last, 1.0), now
+            # When generation cannot keep up (or the loop was blocked), do not try to catch up
+            # in one giant batch: at most 100 ms of flow per batch.
+            elapsed, last = min(now - last, 0.1), now
             if self._flow_running:
                 self.flow.run_actions(self.flow.actions_due(rate, elapsed))
 
