@@ -200,7 +200,8 @@ class AssetTrack:
         """Micro-units; None: no trade printed yet (if ``last_trade_known``)."""
         self.last_trade_known = False
         self.hash_verified = False
-        """The last snapshot's hash reproduced from our inputs, so batch hashes are checkable."""
+        """Our inputs reproduced the venue's last hash (of a snapshot or a batch), so a batch
+        hash that does not match means a broken book."""
         self.last_book_ts = -1
         self.last_ts = -1
         self.last_ts_entries = 0
@@ -227,7 +228,7 @@ class AssetTrack:
             self.tick is not None
             and self.min_order_size is not None
             and self.neg_risk is not None
-            and self.hash_verified
+            and self.last_trade_known
         )
 
     def last_trade_price_text(self) -> str:
@@ -651,7 +652,7 @@ class IngestEngine:
             counts.bbo_passed += 1
             stats.bbo_passed += 1
         expected = track.batch_hash
-        if not expected or not track.hash_verified:
+        if not expected or not track.hash_inputs_known():
             counts.hash_skipped += 1
             return ""
         if self._hash_interval_ns and now_ns - track.last_hash_check_ns < self._hash_interval_ns:
@@ -659,6 +660,7 @@ class IngestEngine:
             return ""
         track.last_hash_check_ns = now_ns
         if track.venue_hash(track.batch_ts_text) == expected:
+            track.hash_verified = True
             counts.hash_passed += 1
             stats.hash_passed += 1
             return ""
@@ -671,9 +673,15 @@ class IngestEngine:
             if track.venue_hash(track.batch_ts_text, last_trade_price=text) == expected:
                 track.last_trade_price = price
                 track.last_trade_known = True
+                track.hash_verified = True
                 counts.hash_explained_by_trade += 1
                 stats.hash_explained += 1
                 return ""
+        if not track.hash_verified:
+            # The last snapshot's hash did not reproduce either: the rule or an input is
+            # unknown, so a mismatch says nothing about the book. The next match re-arms it.
+            counts.hash_skipped += 1
+            return ""
         counts.hash_failed += 1
         stats.hash_failed += 1
         return "hash_mismatch"
