@@ -199,3 +199,50 @@ async def test_every_event_type_round_trips_bus_to_table_to_replay(
     lines = out.read_bytes().splitlines()
     assert [decode(line) for line in lines] == market_data
     assert lines == [encode(e) for e in market_data]
+
+
+async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
+    bus: NatsBus,
+    definitions: Definitions,
+    recorder_database: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    await bus.apply(definitions)
+    subjects = bus.namespace.subjects
+    [market, *_] = one_of_each(2)
+    assert isinstance(market, MarketInfo)
+    fields = {f: getattr(market, f) for f in market.__struct_fields__}
+    # Valid JSON for the decoder, but PostgreSQL cannot store a NUL character in a text column.
+    nul = MarketInfo(**{**fields, "event_id": "market:nul", "question": "a\x00b"})
+    good = [MarketInfo(**{**fields, "event_id": f"market:{n}"}) for n in range(5)]
+    await bus.publish_persistent(subject_for(subjects, good[0]), good[0], msg_id="g0")
+    await bus.publish_bytes(subjects.delta(3, "123"), b"\x00\x01 not an event")
+    await bus.publish_persistent(subject_for(subjects, nul), nul, msg_id="nul")
+    for n, event in enumerate(good[1:], 1):
+        await bus.publish_persistent(subject_for(subjects, event), event, msg_id=f"g{n}")
+    stop, _, tasks = await run_recorder(bus, definitions, database_url)
+    try:
+        await eventually(
+            lambda: _count(recorder_database, "undecodable_messages", 2), 20, "two dead letters"
+        )
+        await eventually(lambda: _count(recorder_database, "markets", 5), 20, "the good events")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    dead = await recorder_database.fetch(
+        "SELECT stream_seq, subject, error, raw FROM undecodable_messages ORDER BY stream_seq"
+    )
+    assert [(r["stream_seq"], r["subject"]) for r in dead] == [
+        (2, subjects.delta(3, "123")),
+        (3, subject_for(subjects, nul)),
+    ]
+    assert dead[0]["raw"] == b"\x00\x01 not an event"
+    assert dead[0]["error"].startswith("undecodable")
+    assert dead[1]["error"].startswith("rejected by the store")
+    assert decode(dead[1]["raw"]) == nul
+    info = await bus.js.consumer_info(bus.namespace.stream("MD"), "recorder")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def _count(connection: asyncpg.Connection, table: str, expected: int) -> bool:
+    return bool(await connection.fetchval(f"SELECT count(*) FROM {table}") == expected)
