@@ -296,6 +296,18 @@ async def test_capture_replay_serves_frames_verbatim(tmp_path: Path) -> None:
     assert received == texts
     # Paced as recorded: the last frame came 150 ms after the first wrapped one.
     assert elapsed >= 0.15
+    fast = SimSettings(
+        port=0,
+        seed=1,
+        binary_markets=1,
+        neg_risk_events=0,
+        capture_file=str(capture),
+        capture_pace="max",
+        connect_bus=False,
+    )
+    async with Simulator(fast) as sim, market_client(sim.market_ws_url) as client:
+        await client.subscribe([])
+        assert [await client.recv_frame() for _ in texts] == texts
 
 
 async def test_a_neg_risk_mispricing_makes_the_yes_asks_sum_below_one(sim: Simulator) -> None:

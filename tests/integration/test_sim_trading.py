@@ -405,6 +405,43 @@ async def test_cancel_only_mode_refuses_orders_but_not_cancels(
     assert (await trader.request("DELETE", "/cancel-all")).status_code == 200
 
 
+async def test_trading_disabled_refuses_orders_and_cancels(sim: Simulator, trader: Trader) -> None:
+    market = binary(sim)
+    price = passive_bid(sim, market.yes)
+    sim.faults.trading_disabled(30)
+    response = await post(
+        trader, trader.order(market.yes, side="BUY", price=price, size=5 * MICROS)
+    )
+    assert (response.status_code, response.json()) == (
+        503,
+        {"error": "Trading is currently disabled. Check polymarket.com for updates"},
+    )
+    assert (await trader.request("DELETE", "/cancel-all")).status_code == 503
+    sim.faults.clear()
+    assert (await trader.request("DELETE", "/cancel-all")).status_code == 200
+
+
+async def test_gtd_orders_need_an_expiration_a_minute_ahead(sim: Simulator, trader: Trader) -> None:
+    import time
+
+    market = binary(sim)
+    price = passive_bid(sim, market.yes)
+    soon = trader.order(
+        market.yes, side="BUY", price=price, size=5 * MICROS, order_type="GTD",
+        expiration=int(time.time()) + 30,
+    )  # fmt: skip
+    assert (await post(trader, soon)).json() == {"error": "invalid expiration"}
+    later = trader.order(
+        market.yes, side="BUY", price=price, size=5 * MICROS, order_type="GTD",
+        expiration=int(time.time()) + 120,
+    )  # fmt: skip
+    assert (await post(trader, later)).json()["status"] == "live"
+    gtc_with_expiry = trader.order(
+        market.yes, side="BUY", price=price, size=5 * MICROS, expiration=int(time.time()) + 120
+    )
+    assert (await post(trader, gtc_with_expiry)).json() == {"error": "invalid expiration"}
+
+
 async def test_cancel_rate_limits_answer_429_with_retry_after(trader: Trader) -> None:
     ids = [f"0x{i:064x}" for i in range(100)]
     first = await trader.request("DELETE", "/orders", ids)

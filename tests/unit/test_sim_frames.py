@@ -387,3 +387,38 @@ def test_a_price_beyond_the_limits_narrows_the_tick() -> None:
         ("0.01", "0.001"),
     ]
     assert book.tick_size == 1_000
+
+
+def test_a_generated_capture_replays_through_the_common_schemas(tmp_path: Path) -> None:
+    from polybus.sim.capture import generate_capture
+    from polybus.sim.replay import load_capture
+
+    path = tmp_path / "flow.jsonl"
+    stats = generate_capture(
+        path,
+        SimSettings(seed=4, binary_markets=3, neg_risk_events=0),
+        batches=20,
+        actions_per_batch=10,
+    )
+    frames = load_capture(path)
+    assert len(frames) == stats.frames
+    assert [frame.recv_ns for frame in frames] == sorted(frame.recv_ns or 0 for frame in frames)
+    dump = frame_decoder.decode(frames[0].data)
+    assert isinstance(dump, list)
+    assert len(dump) == 6
+    assert all(isinstance(book, PolymarketBook) for book in dump)
+    events = 0
+    for frame in frames:
+        decoded = frame_decoder.decode(frame.data)
+        events += len(decoded) if isinstance(decoded, list) else 1
+    assert events == stats.events
+    assert stats.price_change_entries > 0
+
+
+def test_a_capture_line_that_is_not_json_is_named(tmp_path: Path) -> None:
+    from polybus.sim.replay import load_capture
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"event_type":"book"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
+        load_capture(path)

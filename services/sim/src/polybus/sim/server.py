@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
@@ -43,8 +44,16 @@ _log = structlog.get_logger("polybus.sim")
 class Simulator:
     """A protocol-exact, offline Polymarket. Use as an async context manager."""
 
-    def __init__(self, settings: SimSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: SimSettings | None = None,
+        *,
+        on_task_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_task_failure(task_name)`` is told when a background task dies (the service
+        stops on it); without it the failure is only logged."""
         self.settings = settings = settings or SimSettings()
+        self._on_task_failure = on_task_failure
         self.registry = SocketRegistry(
             max_events_per_frame=settings.max_events_per_frame,
             max_pending=settings.max_pending_events,
@@ -187,7 +196,7 @@ class Simulator:
     ) -> None:
         await self.stop()
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coroutine, name=f"sim.{name}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -196,6 +205,8 @@ class Simulator:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             _log.error("sim.task_failed", task=task.get_name(), exc_info=task.exception())
+            if self._on_task_failure is not None:
+                self._on_task_failure(task.get_name())
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._fault_middleware], client_max_size=1 << 22)

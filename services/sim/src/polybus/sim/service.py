@@ -19,7 +19,10 @@ async def run(config: Config) -> None:
     bus = None if settings.connect_bus else MemoryBus(config.namespace())
     async with (
         ServiceRuntime("sim", config, settings, bus=bus) as runtime,
-        Simulator(settings) as sim,
+        Simulator(
+            settings,
+            on_task_failure=lambda name: runtime.request_stop(f"simulator task {name} failed"),
+        ) as sim,
     ):
         runtime.add_health_check("sim", lambda: (True, sim.http_url))
         sys.stdout.write(

@@ -592,8 +592,8 @@ class Trading(FillListener):
                 book.add(yes_side, yes_price, order.remaining, order, order.token)
                 order.resting = True
                 self.open_orders.setdefault(order.owner, {})[order.id] = order
-        if not order.remaining:
-            order.status = "MATCHED"
+        if not order.remaining or (order.order_type == "FAK" and order.size_matched):
+            order.status = "MATCHED"  # a FAK's unfilled rest is simply dropped
         elif order.order_type in ("FOK", "FAK"):
             order.status = "CANCELED"
         self._order_event(order, "PLACEMENT")
@@ -941,7 +941,7 @@ class Trading(FillListener):
         for key in list(self.api_keys.by_key.values()):
             if key.heartbeat_deadline is not None and now >= key.heartbeat_deadline:
                 orders = list(self.open_orders.get(key.key, {}).values())
-                _log.info("heartbeat.expired", api_key=key.key, canceled=len(orders))
+                _log.info("heartbeat.expired", address=key.address, canceled=len(orders))
                 for order in orders:
                     self._cancel(order)
                 key.heartbeat_deadline = None
