@@ -59,6 +59,37 @@ def _wire_levels(levels: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"price": p, "size": s} for p, s in levels]
 
 
+def _initial_books(rng: random.Random) -> tuple[OrderBook, OrderBook]:
+    """A YES book of 20 levels a side around a random mid, and its NO mirror."""
+    yes_book, no_book = OrderBook(), OrderBook()
+    mid = rng.randint(20, 80)
+    for step in range(1, 21):
+        size = rng.randint(1, 5000) * MICROS // 100
+        if mid - step > 0:
+            yes_book.set_bid((mid - step) * TICK, size)
+            no_book.set_ask(MICROS - (mid - step) * TICK, size)
+        if mid + step < 100:
+            yes_book.set_ask((mid + step) * TICK, size)
+            no_book.set_bid(MICROS - (mid + step) * TICK, size)
+    return yes_book, no_book
+
+
+def _book_frame(market: str, asset: str, book: OrderBook) -> bytes:
+    ts = "1700000000000"
+    event = {
+        "market": market,
+        "asset_id": asset,
+        "timestamp": ts,
+        "hash": _hash(market, asset, ts, book),
+        "bids": _wire_levels(_levels(book.bids, descending=False)),
+        "asks": _wire_levels(_levels(book.asks, descending=True)),
+        "tick_size": "0.01",
+        "event_type": "book",
+        "last_trade_price": "0.500",
+    }
+    return msgspec.json.encode(event)
+
+
 def generate(markets: int, messages: int, seed: int = 7) -> tuple[list[bytes], list[bytes], int]:
     """Initial book frames and price_change frames with correct best bid/ask and hashes, for
     ``markets`` binary markets (two mirrored tokens each). Returns (books, changes, entries)."""
@@ -68,30 +99,9 @@ def generate(markets: int, messages: int, seed: int = 7) -> tuple[list[bytes], l
     for m in range(markets):
         market = "0x" + f"{m:064x}"
         yes, no = f"{10**76 + 2 * m}", f"{10**76 + 2 * m + 1}"
-        yes_book, no_book = OrderBook(), OrderBook()
-        mid = rng.randint(20, 80)
-        for step in range(1, 21):
-            size = rng.randint(1, 5000) * MICROS // 100
-            if mid - step > 0:
-                yes_book.set_bid((mid - step) * TICK, size)
-                no_book.set_ask(MICROS - (mid - step) * TICK, size)
-            if mid + step < 100:
-                yes_book.set_ask((mid + step) * TICK, size)
-                no_book.set_bid(MICROS - (mid + step) * TICK, size)
+        yes_book, no_book = _initial_books(rng)
         for asset, book in ((yes, yes_book), (no, no_book)):
-            ts = "1700000000000"
-            event = {
-                "market": market,
-                "asset_id": asset,
-                "timestamp": ts,
-                "hash": _hash(market, asset, ts, book),
-                "bids": _wire_levels(_levels(book.bids, descending=False)),
-                "asks": _wire_levels(_levels(book.asks, descending=True)),
-                "tick_size": "0.01",
-                "event_type": "book",
-                "last_trade_price": "0.500",
-            }
-            books.append(msgspec.json.encode(event))
+            books.append(_book_frame(market, asset, book))
         state.append((market, yes, no, yes_book, no_book))
     changes: list[bytes] = []
     entries = 0
@@ -202,11 +212,184 @@ def bench_memory(assets: int) -> dict[str, float]:
     }
 
 
-async def bench_end_to_end(markets: int, seconds: float) -> dict[str, float]:
-    from bench_ingest_e2e import run_end_to_end  # type: ignore[import-not-found]
+_SIM_PROCESS = """
+import asyncio, sys
+from polybus.sim.config import SimSettings
+from polybus.sim.server import Simulator
 
-    result: dict[str, float] = await run_end_to_end(markets, seconds)
-    return result
+async def main():
+    settings = SimSettings(
+        port=0, seed=3, binary_markets=int(sys.argv[1]), neg_risk_events=0, connect_bus=False,
+        changes_per_second=float(sys.argv[2]), flow_interval_ms=10, trade_probability=0.02,
+        custom_feature_interval_s=0.0,
+    )
+    async with Simulator(settings) as sim:
+        print("URLS", sim.http_url, sim.market_ws_url, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def bench_end_to_end(markets: int, rate: float, seconds: float) -> dict[str, float]:
+    """The simulator (its own process) -> WebSocket -> this process's ingest -> nats-server.
+    Zero drops: every event published must be in the MD stream at the end."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from polybus.common.bus.nats_bus import NatsBus
+    from polybus.common.infra import RunningProcess, free_port
+    from polybus.common.infra.nats_server import nats_server_spec
+    from polybus.common.streams import load_definitions
+    from polybus.common.subjects import Namespace
+    from polybus.ingest.service import Ingest
+
+    workdir = Path(tempfile.mkdtemp(prefix="polybus-bench-"))
+    port = free_port()
+    server = RunningProcess(
+        nats_server_spec(
+            store_dir=workdir / "js",
+            port=port,
+            monitor_port=free_port(),
+            log_file=workdir / "nats.log",
+        )
+    )
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _SIM_PROCESS,
+        str(markets),
+        str(rate),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert sim.stdout is not None
+        line = b""
+        while not line.startswith(b"URLS "):
+            line = await sim.stdout.readline()
+            if not line:
+                raise SystemExit("the simulator did not start")
+        _, http_url, ws_url = line.decode().split()
+        bus = await NatsBus.connect(
+            f"nats://127.0.0.1:{port}", name="bench-ingest", namespace=Namespace("b", "B_")
+        )
+        definitions = load_definitions(Path(__file__).parents[1] / "config" / "streams.toml")
+        await bus.apply(definitions)
+        settings = IngestSettings(
+            market_ws_url=ws_url,
+            clob_url=http_url,
+            gamma_url=http_url,
+            discover_top_n=100_000,
+            snapshot_interval_s=0,
+        )
+        ingest = Ingest(bus, settings, partitions=16)
+        async with ingest:
+            for _ in range(600):
+                if ingest.engine.states()["live"] >= 2 * markets:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # warm up
+            stats = ingest.engine.stats
+            frames0, entries0, published0 = stats.frames, stats.entries, ingest.publisher.published
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            cpu1, wall1 = time.process_time(), time.perf_counter()
+            frames1, entries1 = stats.frames, stats.entries
+            published1 = ingest.publisher.published
+            sim.terminate()
+            await asyncio.sleep(0.5)
+            await ingest.publisher.publish_pending()
+            await bus.flush()
+            await asyncio.sleep(0.5)
+            total_published = ingest.publisher.published
+            failed = sum(
+                t.counts.bbo_failed + t.counts.hash_failed for t in ingest.engine.tracks.values()
+            )
+        stream = await bus.js.stream_info(bus.namespace.stream("MD"))
+        await bus.drain()
+        elapsed = wall1 - wall0
+        events = published1 - published0
+        return {
+            "e2e frames/s (sim -> ws -> ingest)": (frames1 - frames0) / elapsed,
+            "e2e price-change entries/s": (entries1 - entries0) / elapsed,
+            "e2e events published to NATS/s": events / elapsed,
+            "e2e ingest CPU ms per 1,000 events": (cpu1 - cpu0) * 1e6 / max(1, events),
+            "e2e events published (total)": float(total_published),
+            "e2e events in the MD stream (total)": float(stream.state.messages),
+            "e2e dropped (published - stored)": float(total_published - stream.state.messages),
+            "e2e batch checks failed": float(failed),
+        }
+    finally:
+        if sim.returncode is None:
+            sim.kill()
+        await sim.wait()
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def bench_publish(count: int) -> dict[str, float]:
+    """The publisher alone: ``count`` deltas through ``Publisher`` into NATS (captured by the
+    MD stream), beside a raw nats-py publish loop of the same pre-encoded bytes."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from polybus.common.bus.nats_bus import NatsBus
+    from polybus.common.events import encode
+    from polybus.common.infra import RunningProcess, free_port
+    from polybus.common.infra.nats_server import nats_server_spec
+    from polybus.common.streams import load_definitions
+    from polybus.common.subjects import Namespace
+    from polybus.ingest.publisher import Publisher
+
+    books, changes, _ = generate(100, count // 2 + 10, seed=5)
+    engine = IngestEngine(Subjects("p"), 16, IngestSettings(snapshot_interval_s=0), auto_track=True)
+    for frame in books + changes:
+        engine.on_frame(frame, 1)
+    items = list(engine.outbox)[:count]
+    engine.outbox.clear()
+    workdir = Path(tempfile.mkdtemp(prefix="polybus-bench-"))
+    port = free_port()
+    server = RunningProcess(
+        nats_server_spec(
+            store_dir=workdir / "js",
+            port=port,
+            monitor_port=free_port(),
+            log_file=workdir / "nats.log",
+        )
+    )
+    try:
+        bus = await NatsBus.connect(
+            f"nats://127.0.0.1:{port}", name="bench-publish", namespace=Namespace("p", "P_")
+        )
+        definitions = load_definitions(Path(__file__).parents[1] / "config" / "streams.toml")
+        await bus.apply(definitions)
+        encoded = [(subject, encode(event)) for subject, event, _ in items]
+        started = time.perf_counter()
+        for subject, data in encoded:
+            await bus.nc.publish("raw." + subject, data)
+        await bus.nc.flush()
+        raw = len(encoded) / (time.perf_counter() - started)
+        engine.outbox.extend(items)
+        publisher = Publisher(bus, engine.outbox)
+        started = time.perf_counter()
+        await publisher.publish_pending()
+        await bus.nc.flush()
+        ours = len(items) / (time.perf_counter() - started)
+        await asyncio.sleep(1.0)
+        stored = (await bus.js.stream_info(bus.namespace.stream("MD"))).state.messages
+        await bus.drain()
+        return {
+            "baseline raw nc.publish of pre-encoded bytes, msgs/s": raw,
+            "Publisher -> NATS (encode + Nats-Msg-Id), events/s": ours,
+            "publish dropped (published - stored in MD)": float(len(items) - stored),
+        }
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -217,8 +400,19 @@ def main() -> None:
     books, changes, entries = generate(200, messages)
     print(f"# {len(changes)} price_change frames, {entries} entries, 400 assets")
     report: dict[str, Any] = {}
-    report.update(bench_engine(books, changes, entries))
+    # Memory first, while the heap has not grown yet (freed arenas would hide the growth).
     report.update(bench_memory(1_000 if args.quick else 5_000))
+    report.update(bench_engine(books, changes, entries))
+    report.update(asyncio.run(bench_publish(20_000 if args.quick else 200_000)))
+    report.update(
+        asyncio.run(
+            bench_end_to_end(
+                markets=100 if args.quick else 500,
+                rate=2_000 if args.quick else 20_000,
+                seconds=3 if args.quick else 10,
+            )
+        )
+    )
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     report["process CPU so far (s)"] = cpu.ru_utime + cpu.ru_stime
     for key, value in report.items():
@@ -228,5 +422,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(asyncio.sleep(0))
     main()

@@ -47,7 +47,9 @@ def frame(*events: dict[str, Any]) -> str:
 
 
 def engine(**overrides: Any) -> IngestEngine:
-    settings = msgspec.structs.replace(IngestSettings(snapshot_interval_s=0), **overrides)
+    settings = msgspec.structs.replace(
+        IngestSettings(snapshot_interval_s=0, hash_check_interval_s=0), **overrides
+    )
     return IngestEngine(Subjects("t"), 16, settings, auto_track=True)
 
 

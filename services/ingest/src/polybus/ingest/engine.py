@@ -68,6 +68,7 @@ from polybus.common.subjects import Subjects, partition_of
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.normalize import (
     FixedPointError,
+    _prices,
     bbo_price,
     parse_side,
     parse_size,
@@ -574,7 +575,9 @@ class IngestEngine:
         )
         track.counts.buffered += 1
 
-    def _close_batch(self, track: AssetTrack, now_ns: int, *, definite: bool) -> None:
+    def _close_batch(  # noqa: C901 - the per-batch hot path, inlined on purpose
+        self, track: AssetTrack, now_ns: int, *, definite: bool
+    ) -> None:
         """End the asset's open batch: check it, then publish its delta (or go stale)."""
         timestamp = track.batch_ts
         if timestamp < 0:
@@ -582,13 +585,35 @@ class IngestEngine:
         changes = track.batch_changes
         track.batch_ts = -1
         track.batch_changes = []
-        track.counts.entries += len(changes)
+        count = len(changes)
+        counts = track.counts
+        counts.entries += count
         if track.last_ts == timestamp:
-            track.last_ts_entries += len(changes)
+            track.last_ts_entries += count
         else:
             track.last_ts = timestamp
-            track.last_ts_entries = len(changes)
-        failure = self._check_batch(track, changes, now_ns)
+            track.last_ts_entries = count
+        book = track.book
+        best_bid, best_ask = book.best_bid, book.best_ask
+        # The best bid/ask check, inline: it runs for every batch.
+        failure = ""
+        bid_text, ask_text = track.batch_bid, track.batch_ask
+        if bid_text or ask_text:
+            expected_bid = None if bid_text == "0" else _prices.get(bid_text)
+            expected_ask = None if ask_text == "1" else _prices.get(ask_text)
+            if expected_bid is None and bid_text != "0":
+                expected_bid = price_micros(bid_text)
+            if expected_ask is None and ask_text != "1":
+                expected_ask = price_micros(ask_text)
+            if best_bid != expected_bid or best_ask != expected_ask:
+                counts.bbo_failed += 1
+                self.stats.bbo_failed += 1
+                failure = "bbo_mismatch"
+            else:
+                counts.bbo_passed += 1
+                self.stats.bbo_passed += 1
+        if not failure:
+            failure = self._check_hash(track, changes, now_ns)
         if failure:
             if definite:
                 self._go_stale(track, failure, now_ns)
@@ -601,25 +626,28 @@ class IngestEngine:
         elif track.suspect_reason:
             track.suspect_reason = ""
             self._suspects.discard(track)
-        book = track.book
-        if track.crossed_since_ns or book.crossed:
+        if track.crossed_since_ns or (
+            best_bid is not None and best_ask is not None and best_bid >= best_ask
+        ):
             self._watch_crossing(track, now_ns)
-        track.seq += 1
-        track.counts.deltas += 1
+        seq = track.seq = track.seq + 1
+        counts.deltas += 1
+        event_id = f"pm.delta.{track.asset_id}.{timestamp}.{track.last_ts_entries}"
         delta = BookDelta(
-            event_id=f"pm.delta.{track.asset_id}.{timestamp}.{track.last_ts_entries}",
+            event_id=event_id,
             ts_event=timestamp * NS_PER_MS,
             ts_init=now_ns,
             asset_id=track.asset_id,
             condition_id=track.condition_id,
-            seq=track.seq,
+            seq=seq,
             epoch=track.epoch,
             changes=tuple(changes),
-            best_bid=book.best_bid,
-            best_ask=book.best_ask,
+            best_bid=best_bid,
+            best_ask=best_ask,
         )
-        self.outbox.append((track.delta_subject, delta, delta.event_id))
-        if len(self.outbox) == 1 and self.on_output is not None:
+        outbox = self.outbox
+        outbox.append((track.delta_subject, delta, event_id))
+        if len(outbox) == 1 and self.on_output is not None:
             self.on_output()
 
     def _end_batch_early(self, track: AssetTrack, now_ns: int) -> None:
@@ -636,21 +664,10 @@ class IngestEngine:
             track.crossed_since_ns = 0
             self._crossed.discard(track)
 
-    def _check_batch(self, track: AssetTrack, changes: list[LevelChange], now_ns: int) -> str:
-        """The batch checks; returns the failure reason, or "" when the book agrees."""
-        stats = self.stats
+    def _check_hash(self, track: AssetTrack, changes: list[LevelChange], now_ns: int) -> str:
+        """The venue hash check, where its inputs are known; "" or the failure reason."""
         counts = track.counts
-        bid_text, ask_text = track.batch_bid, track.batch_ask
-        if bid_text or ask_text:
-            book = track.book
-            if book.best_bid != bbo_price(bid_text, "0") or book.best_ask != bbo_price(
-                ask_text, "1"
-            ):
-                counts.bbo_failed += 1
-                stats.bbo_failed += 1
-                return "bbo_mismatch"
-            counts.bbo_passed += 1
-            stats.bbo_passed += 1
+        stats = self.stats
         expected = track.batch_hash
         if not expected or not track.hash_inputs_known():
             counts.hash_skipped += 1

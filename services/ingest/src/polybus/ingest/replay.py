@@ -43,7 +43,8 @@ class AssetReport(msgspec.Struct, frozen=True, kw_only=True):
 
 def replay_engine(path: Path, settings: IngestSettings | None = None) -> IngestEngine:
     """Run a capture through a fresh engine and return it (for tests and the command)."""
-    settings = settings or IngestSettings(snapshot_interval_s=0)
+    # Offline there is time to recompute the venue's hash after every batch.
+    settings = settings or IngestSettings(snapshot_interval_s=0, hash_check_interval_s=0)
     engine = IngestEngine(Subjects(), 16, settings, auto_track=True)
     tick_ns = int(settings.tick_interval_s * 1e9)
     now = 0
