@@ -56,10 +56,11 @@ class Publisher:
                     by_type[kind] = by_type.get(kind, 0) + 1
                     sent += 1
                     if sent % _YIELD_EVERY == 0:
+                        self.published += _YIELD_EVERY
                         await asyncio.sleep(0)
             finally:
                 common_metrics.BUS_PUBLISHED.labels("core").inc(sent)
-                self.published += sent
+                self.published += sent % _YIELD_EVERY
             return
         try:
             while outbox:
@@ -69,9 +70,10 @@ class Publisher:
                 by_type[kind] = by_type.get(kind, 0) + 1
                 sent += 1
                 if sent % _YIELD_EVERY == 0:
+                    self.published += _YIELD_EVERY
                     await asyncio.sleep(0)
         finally:
-            self.published += sent
+            self.published += sent % _YIELD_EVERY
 
     def export_metrics(self, exported: dict[str, int]) -> None:
         """Move the counts since the last export into Prometheus."""

@@ -103,56 +103,60 @@ class MarketSocket:
         self._stalled = False
 
     # -- what it carries ---------------------------------------------------------------------
+    # Every subscription change runs under one lock, and so does the initial subscription of a
+    # new connection: an asset added while a connection opens is either in its first frames or
+    # sent right after them, never lost in between.
     async def add(self, asset_ids: Iterable[str]) -> None:
         new = [a for a in asset_ids if a not in self.assets]
-        for asset_id in new:
-            self.assets[asset_id] = None
-        if new:
+        if not new:
+            return
+        async with self._send_lock:
+            for asset_id in new:
+                self.assets[asset_id] = None
             self._wake.set()
-            await self._send_subscribe(new)
+            connection = self.connection
+            if connection is None:
+                return  # subscribed when the connection opens
+            fresh = [a for a in new if a not in self._subscribed]
+            self._subscribed.update(fresh)
+            chunk = self.settings.subscribe_chunk
+            await self._send(connection, subscribe_frames(fresh, chunk, first=False))
+        self.engine.subscribed(fresh, time.time_ns())
 
     async def remove(self, asset_ids: Iterable[str]) -> None:
-        gone = [a for a in asset_ids if a in self.assets]
-        for asset_id in gone:
-            del self.assets[asset_id]
-        connection = self.connection
-        sent = [a for a in gone if a in self._subscribed]
-        self._subscribed.difference_update(gone)
-        if connection is not None and sent:
-            await self._send(connection, unsubscribe_frames(sent, self.settings.subscribe_chunk))
+        async with self._send_lock:
+            gone = [a for a in asset_ids if a in self.assets]
+            for asset_id in gone:
+                del self.assets[asset_id]
+            sent = [a for a in gone if a in self._subscribed]
+            self._subscribed.difference_update(gone)
+            connection = self.connection
+            if connection is not None and sent:
+                chunk = self.settings.subscribe_chunk
+                await self._send(connection, unsubscribe_frames(sent, chunk))
 
     async def resubscribe(self, asset_id: str) -> None:
         """Unsubscribe + subscribe one asset, for a fresh ``book`` (VENUE §4.6 step 5)."""
-        connection = self.connection
-        if connection is None or asset_id not in self.assets:
-            return
-        chunk = self.settings.subscribe_chunk
-        frames = [
-            *unsubscribe_frames([asset_id], chunk),
-            *subscribe_frames([asset_id], chunk, first=False),
-        ]
-        self._subscribed.add(asset_id)
-        await self._send(connection, frames)
+        async with self._send_lock:
+            connection = self.connection
+            if connection is None or asset_id not in self.assets:
+                return
+            chunk = self.settings.subscribe_chunk
+            frames = [
+                *unsubscribe_frames([asset_id], chunk),
+                *subscribe_frames([asset_id], chunk, first=False),
+            ]
+            self._subscribed.add(asset_id)
+            await self._send(connection, frames)
         self.engine.subscribed([asset_id], time.time_ns())
 
-    async def _send_subscribe(self, asset_ids: list[str]) -> None:
-        connection = self.connection
-        if connection is None:
-            return  # subscribed when the connection opens
-        fresh = [a for a in asset_ids if a not in self._subscribed]
-        self._subscribed.update(fresh)
-        await self._send(
-            connection, subscribe_frames(fresh, self.settings.subscribe_chunk, first=False)
-        )
-        self.engine.subscribed(fresh, time.time_ns())
-
-    async def _send(self, connection: ClientConnection, frames: list[bytes]) -> None:
-        async with self._send_lock:
-            try:
-                for frame in frames:
-                    await connection.send(frame.decode())
-            except ConnectionClosed:
-                pass  # the reader sees it and reconnects
+    @staticmethod
+    async def _send(connection: ClientConnection, frames: list[bytes]) -> None:
+        try:
+            for frame in frames:
+                await connection.send(frame.decode())
+        except ConnectionClosed:
+            pass  # the reader sees it and reconnects
 
     # -- the connection loop -----------------------------------------------------------------
     async def run(self) -> None:
@@ -207,13 +211,14 @@ class MarketSocket:
             compression=None,
         ) as connection:
             self.connects += 1
-            assets = list(self.assets)
-            self._subscribed = set(assets)
-            self.last_data_ns = time.time_ns()
-            await self._send(
-                connection, subscribe_frames(assets, settings.subscribe_chunk, first=True)
-            )
-            self.connection = connection
+            async with self._send_lock:
+                assets = list(self.assets)
+                self._subscribed = set(assets)
+                self.last_data_ns = time.time_ns()
+                await self._send(
+                    connection, subscribe_frames(assets, settings.subscribe_chunk, first=True)
+                )
+                self.connection = connection
             self.connected.set()
             self.engine.subscribed(assets, time.time_ns())
             metrics.SOCKETS_CONNECTED.inc()
