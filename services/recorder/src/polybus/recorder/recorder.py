@@ -31,11 +31,13 @@ import msgspec
 import structlog
 
 from polybus.common.bus import Bus, Delivery, PullConsumer
+from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import DecodeError, decode
 from polybus.common.streams import ConsumerDefinition
 from polybus.common.subjects import Namespace
 from polybus.recorder import metrics
 from polybus.recorder.config import RecorderSettings
+from polybus.recorder.pull import BatchPullConsumer
 from polybus.recorder.store import Batch, RowsRejected, Store, StoreUnavailable
 from polybus.recorder.tables import (
     CONTROL_MESSAGES,
@@ -125,20 +127,48 @@ class ConsumerLoop:
         self._acked = metrics.EVENTS_ACKED.labels(label)
         self._redelivered = metrics.REDELIVERIES.labels(label)
         self._database_up = metrics.DATABASE_UP.labels(label)
+        self._next: asyncio.Future[list[Delivery]] | None = None
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Record until stopped. While one batch is being written, the next one is fetched:
+        the database and this process then work at the same time. At most two batches are
+        in hand, and neither is acked before its own commit."""
         _log.info("recorder.consumer_started", stream=self.stream, consumer=self.consumer.name)
+        unacked: list[Delivery] = []
         try:
+            unacked = await self.fetch_batch()
             while not self.stop.is_set():
-                deliveries = await self.fetch_batch()
-                if deliveries:
-                    await self.record(deliveries)
+                if not unacked:
+                    unacked = await self.fetch_batch()
+                    continue
+                self._next = asyncio.ensure_future(self.fetch_batch())
+                await self.record(unacked)
+                unacked = []
+                unacked = await self._next
+                self._next = None
         except StopRequested:
             pass
         finally:
+            await self._hand_back(unacked)
+            close = getattr(self.consumer, "close", None)
+            if close is not None:
+                await close()
             await self.store.close()
             _log.info("recorder.consumer_stopped", stream=self.stream)
+
+    async def _hand_back(self, unacked: list[Delivery]) -> None:
+        """On stop, nak what was fetched but not committed: another replica (or this one after a
+        restart) gets it at once instead of after the ack wait."""
+        fetching, self._next = self._next, None
+        if fetching is not None:
+            if not fetching.done():
+                fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                unacked = unacked + await fetching
+        for delivery in unacked:
+            with contextlib.suppress(Exception):
+                await delivery.nak()
 
     async def fetch_batch(self) -> list[Delivery]:
         """Up to ``batch_max_events`` messages, waiting at most ``batch_max_delay_s`` for more
@@ -266,10 +296,15 @@ class ConsumerLoop:
             return inserted
 
     async def _keep_alive(self, entries: Sequence[_Entry]) -> None:
-        """Tell the server the held messages are still being worked on (no redelivery)."""
-        for entry in entries:
+        """Tell the server the held messages (and a prefetched batch) are still being worked
+        on, so they are not redelivered while the database is away."""
+        held = [entry.delivery for entry in entries]
+        if self._next is not None and self._next.done() and not self._next.cancelled():
             with contextlib.suppress(Exception):
-                await entry.delivery.in_progress()
+                held += self._next.result()
+        for delivery in held:
+            with contextlib.suppress(Exception):
+                await delivery.in_progress()
 
     async def _isolate_rejected(self, entries: list[_Entry]) -> dict[str, int]:
         """The store refused the batch: write row by row; a refused row becomes a dead letter.
@@ -310,17 +345,16 @@ def build_loop(
     stop: asyncio.Event,
 ) -> ConsumerLoop | None:
     """The loop for one consumer definition; None if this bus cannot serve it (no KV twin)."""
-    if definition.bucket:
-        bucket_consumer: Callable[[str, str], PullConsumer] | None = getattr(
-            bus, "bucket_consumer", None
+    consumer: PullConsumer
+    label = definition.bucket or definition.stream
+    if isinstance(bus, NatsBus):
+        consumer = BatchPullConsumer(
+            bus.nc, definition.server_stream(namespace), definition.durable
         )
-        if bucket_consumer is None:
-            return None
-        consumer = bucket_consumer(definition.bucket, definition.durable)
-        label = definition.bucket
+    elif definition.bucket:
+        return None  # the in-memory twin has no KV buckets
     else:
         consumer = bus.pull_consumer(definition.stream, definition.durable)
-        label = definition.stream
     return ConsumerLoop(
         label=label,
         stream=definition.server_stream(namespace),

@@ -13,6 +13,7 @@ event read back is equal to the one recorded (tested for every type).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -73,6 +74,7 @@ class Source:
     subject: str
 
 
+@functools.lru_cache(maxsize=65536)
 def partition_of_subject(subject: str) -> int | None:
     """The ``<part>`` token of ``[prefix.]md.polymarket.<part>.<kind>.<key>``, if it is one."""
     tokens = subject.rsplit(".", 3)
@@ -208,7 +210,6 @@ class BookSnapshotTable(EventTable):
         )
 
 
-_SIDE_LETTER = {"BUY": "B", "SELL": "S"}
 _LETTER_SIDE: dict[str, Any] = {"B": "BUY", "S": "SELL"}
 
 
@@ -228,7 +229,11 @@ class BookDeltaTable(EventTable):
 
     def row(self, event: Any, source: Source) -> Row:
         e: BookDelta = event
-        changes = e.changes
+        sides, prices, sizes = [], [], []
+        for change in e.changes:
+            sides.append(change.side[0])  # "B"(UY) / "S"(ELL)
+            prices.append(change.price)
+            sizes.append(change.size)
         return (
             timestamp(e.ts_event),
             source.stream,
@@ -245,9 +250,9 @@ class BookDeltaTable(EventTable):
             e.epoch,
             e.best_bid,
             e.best_ask,
-            "".join([_SIDE_LETTER[change.side] for change in changes]),
-            [change.price for change in changes],
-            [change.size for change in changes],
+            "".join(sides),
+            prices,
+            sizes,
         )
 
     def event(self, record: RecordLike) -> Event:

@@ -247,12 +247,6 @@ class NatsBus:
         self._pull_consumers.append(consumer)
         return consumer
 
-    def bucket_consumer(self, bucket: str, durable: str) -> _NatsPullConsumer:
-        """A durable pull consumer on a KV bucket's underlying stream (every put, in order)."""
-        consumer = _NatsPullConsumer(self.js, self.namespace.bucket_stream(bucket), durable)
-        self._pull_consumers.append(consumer)
-        return consumer
-
     async def apply(self, definitions: Definitions) -> None:
         await apply(self.js, definitions, self.namespace)
 

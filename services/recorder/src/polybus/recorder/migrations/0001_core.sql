@@ -10,7 +10,10 @@
 --   stream, stream_seq        where the recorder read it (JetStream stream and sequence), so
 --                gaps and duplicates can be checked by sequence.
 -- The primary key is (event_key, ts_event): TimescaleDB requires the partition column in every
--- unique index, and an event's ts_event is as deterministic as its id.
+-- unique index, and an event's ts_event is as deterministic as its id. Per-asset market data
+-- leads its key with asset_id, (asset_id, ts_event, event_key): the one index then serves both
+-- idempotency and the per-asset time-range reads of replay and `db snapshot` (a second
+-- (asset_id, ts_event) index would cost as much again on every insert).
 -- Prices, sizes and money are BIGINT micro-units (0.53 -> 530000), never floats.
 
 -- ---------------------------------------------------------------------------------------------
@@ -40,9 +43,8 @@ CREATE TABLE book_snapshots (
     bid_sizes       BIGINT[]    NOT NULL,
     ask_prices      BIGINT[]    NOT NULL,
     ask_sizes       BIGINT[]    NOT NULL,
-    PRIMARY KEY (event_key, ts_event)
+    PRIMARY KEY (asset_id, ts_event, event_key)
 );
-CREATE INDEX book_snapshots_asset_time ON book_snapshots (asset_id, ts_event);
 CREATE INDEX book_snapshots_condition_time ON book_snapshots (condition_id, ts_event);
 
 CREATE TABLE book_deltas (
@@ -67,9 +69,8 @@ CREATE TABLE book_deltas (
     change_sides    TEXT        NOT NULL,
     change_prices   BIGINT[]    NOT NULL,
     change_sizes    BIGINT[]    NOT NULL,
-    PRIMARY KEY (event_key, ts_event)
+    PRIMARY KEY (asset_id, ts_event, event_key)
 );
-CREATE INDEX book_deltas_asset_time ON book_deltas (asset_id, ts_event);
 
 CREATE TABLE trades (
     event_key       UUID        NOT NULL,
@@ -90,9 +91,8 @@ CREATE TABLE trades (
     asset_id        TEXT        NOT NULL,
     condition_id    TEXT        NOT NULL,
     side            TEXT        NOT NULL,
-    PRIMARY KEY (event_key, ts_event)
+    PRIMARY KEY (asset_id, ts_event, event_key)
 );
-CREATE INDEX trades_asset_time ON trades (asset_id, ts_event);
 
 CREATE TABLE tick_size_changes (
     event_key       UUID        NOT NULL,
@@ -111,9 +111,8 @@ CREATE TABLE tick_size_changes (
     stream          TEXT        NOT NULL,
     asset_id        TEXT        NOT NULL,
     condition_id    TEXT        NOT NULL,
-    PRIMARY KEY (event_key, ts_event)
+    PRIMARY KEY (asset_id, ts_event, event_key)
 );
-CREATE INDEX tick_size_changes_asset_time ON tick_size_changes (asset_id, ts_event);
 
 CREATE TABLE book_status (
     event_key       UUID        NOT NULL,
@@ -132,9 +131,8 @@ CREATE TABLE book_status (
     condition_id    TEXT        NOT NULL,
     status          TEXT        NOT NULL,
     reason          TEXT        NOT NULL,
-    PRIMARY KEY (event_key, ts_event)
+    PRIMARY KEY (asset_id, ts_event, event_key)
 );
-CREATE INDEX book_status_asset_time ON book_status (asset_id, ts_event);
 
 -- Every MarketInfo as it was published (history); outcomes as parallel arrays in venue order.
 CREATE TABLE markets (
