@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from polybus.common.bus import Message
 from polybus.common.bus.nats_bus import NatsBus
@@ -220,6 +221,8 @@ async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
     await bus.publish_persistent(subject_for(subjects, nul), nul, msg_id="nul")
     for n, event in enumerate(good[1:], 1):
         await bus.publish_persistent(subject_for(subjects, event), event, msg_id=f"g{n}")
+    dead_before = _metric("polybus_recorder_dead_letters_total", stream="MD", reason="rejected")
+    rows_before = _metric("polybus_recorder_rows_written_total", table="markets")
     stop, _, tasks = await run_recorder(bus, definitions, database_url)
     try:
         await eventually(
@@ -242,6 +245,13 @@ async def test_a_poison_message_is_dead_lettered_and_the_stream_keeps_flowing(
     assert decode(dead[1]["raw"]) == nul
     info = await bus.js.consumer_info(bus.namespace.stream("MD"), "recorder")
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    dead_after = _metric("polybus_recorder_dead_letters_total", stream="MD", reason="rejected")
+    assert dead_after - dead_before == 1
+    assert _metric("polybus_recorder_rows_written_total", table="markets") - rows_before == 5
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _count(connection: asyncpg.Connection, table: str, expected: int) -> bool:
