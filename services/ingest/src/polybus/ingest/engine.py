@@ -427,7 +427,8 @@ class IngestEngine:
                     self._raw_of(frame, events, index, rejected), "invalid_value", recv_ns
                 )
                 self._invalidate(event, recv_ns, str(error))
-        if events:
+        if events and stats.frames & 15 == 1:
+            # Venue-to-local lag, sampled (1 frame in 16) to keep it off the hot path.
             stats.lags_ns.append(recv_ns - _event_ts_ns(events[0]))
             if len(stats.lags_ns) > 10_000:
                 del stats.lags_ns[:5_000]
@@ -492,7 +493,9 @@ class IngestEngine:
             self._open.clear()
 
     # == price changes ============================================================================
-    def _on_price_change(self, message: PolymarketPriceChange, recv_ns: int) -> None:
+    def _on_price_change(  # noqa: C901 - the per-entry hot path, inlined on purpose
+        self, message: PolymarketPriceChange, recv_ns: int
+    ) -> None:
         # The hot path (VENUE: ~99.7% of market data): keep per-entry work to dict lookups.
         entries = message.price_changes or message.entries()
         stats = self.stats
@@ -502,6 +505,8 @@ class IngestEngine:
         timestamp = timestamp_ms(timestamp_text)
         tracks = self.tracks
         live = State.LIVE
+        prices = _prices
+        opened = self._open
         for entry in entries:
             track = tracks.get(entry.asset_id)
             if track is None:
@@ -509,7 +514,9 @@ class IngestEngine:
                 if track is None:
                     continue
             side = entry.side
-            price = price_micros(entry.price)
+            price = prices.get(entry.price)
+            if price is None:
+                price = price_micros(entry.price)
             size = size_micros(entry.size)
             if track.suspect_reason and timestamp != track.suspect_ts:
                 # The suspect batch is over for certain, and it ended wrong.
@@ -518,7 +525,12 @@ class IngestEngine:
                 stats.ignored_old += 1
                 continue
             if track.batch_ts != timestamp and track.state is live:
-                self._start_batch(track, timestamp, timestamp_text, recv_ns)
+                if track.batch_ts < 0:
+                    track.batch_ts = timestamp
+                    track.batch_ts_text = timestamp_text
+                    opened.append(track)
+                else:
+                    self._start_batch(track, timestamp, timestamp_text, recv_ns)
             if track.state is not live:
                 self._park(track, timestamp, timestamp_text, parse_side(side), price, size, entry)
                 continue
@@ -612,8 +624,15 @@ class IngestEngine:
             else:
                 counts.bbo_passed += 1
                 self.stats.bbo_passed += 1
-        if not failure:
+        if failure:
+            pass
+        elif track.batch_hash and (
+            not self._hash_interval_ns
+            or now_ns - track.last_hash_check_ns >= self._hash_interval_ns
+        ):
             failure = self._check_hash(track, changes, now_ns)
+        else:
+            counts.hash_skipped += 1
         if failure:
             if definite:
                 self._go_stale(track, failure, now_ns)
@@ -669,10 +688,7 @@ class IngestEngine:
         counts = track.counts
         stats = self.stats
         expected = track.batch_hash
-        if not expected or not track.hash_inputs_known():
-            counts.hash_skipped += 1
-            return ""
-        if self._hash_interval_ns and now_ns - track.last_hash_check_ns < self._hash_interval_ns:
+        if not track.hash_inputs_known():
             counts.hash_skipped += 1
             return ""
         track.last_hash_check_ns = now_ns
