@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,6 +255,12 @@ async def test_polybus_replay_from_db_writes_the_recorded_events(
     args = ["replay", "--from-db", "--asset", ASSET, *window, "--out", str(out)]
     result = await invoke(polybus_app, *args, "--config", str(config_file))
     assert result.exit_code == 0, result.output
+    assert out.read_bytes().splitlines() == [encode(e) for e in events]
+    # --speed 4x keeps a quarter of the recorded spacing (the two events are 1 s apart).
+    started = time.monotonic()
+    paced = await invoke(polybus_app, *args, "--speed", "4x", "--config", str(config_file))
+    assert paced.exit_code == 0, paced.output
+    assert time.monotonic() - started >= 0.25
     assert out.read_bytes().splitlines() == [encode(e) for e in events]
     missing = await invoke(
         polybus_app, "replay", "--from-db", "--asset", ASSET, "--config", str(config_file)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 
+import asyncpg
 import structlog
 from nats.js.errors import NotFoundError
 
@@ -15,9 +16,9 @@ from polybus.common.runtime import ServiceRuntime
 from polybus.common.streams import ConsumerDefinition, load_definitions
 from polybus.recorder import metrics
 from polybus.recorder.config import RecorderSettings
-from polybus.recorder.migrations import migrate_database
+from polybus.recorder.migrations import MigrationError, migrate_database
 from polybus.recorder.recorder import ConsumerLoop, build_loops
-from polybus.recorder.store import PostgresStore, StoreUnavailable, connect
+from polybus.recorder.store import PostgresStore, connect
 
 _log = structlog.get_logger("polybus.recorder")
 
@@ -35,7 +36,16 @@ async def _migrate_when_reachable(config: Config, runtime: ServiceRuntime) -> bo
         try:
             await migrate_database(config)
             return True
-        except (OSError, TimeoutError, StoreUnavailable) as error:
+        except MigrationError as error:
+            _log.error("recorder.schema_refused", error=str(error))
+            raise
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError,
+        ) as error:
             _log.warning("recorder.migrate_waiting", error=str(error), retry_in_s=delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runtime.stop_event.wait(), delay)
