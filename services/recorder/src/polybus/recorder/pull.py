@@ -35,13 +35,39 @@ _HEARTBEAT = "100"
 _request_encoder = msgspec.json.Encoder()
 
 
+def _ack_tokens(reply: str) -> tuple[int, int] | None:
+    """(stream sequence, delivery count) from a JetStream ack subject, or None if unknown.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``, or
+    the newer form with ``<domain>.<account hash>`` after ``ACK`` and a token at the end.
+    nats-py's general parser builds a whole metadata object per message; the recorder reads two
+    numbers of every message, so it reads them here.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[4])
+    if len(tokens) >= 11:
+        return int(tokens[7]), int(tokens[6])
+    return None
+
+
 class JetStreamDelivery:
     """A JetStream message as a :class:`~polybus.common.bus.Delivery`."""
 
-    __slots__ = ("_msg",)
+    __slots__ = ("_msg", "_numbers")
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
+        self._numbers: tuple[int, int] | None = None
+
+    def _sequence_and_count(self) -> tuple[int, int]:
+        if self._numbers is None:
+            numbers = _ack_tokens(self._msg.reply)
+            if numbers is None:
+                metadata = self._msg.metadata
+                numbers = (metadata.sequence.stream, metadata.num_delivered)
+            self._numbers = numbers
+        return self._numbers
 
     @property
     def subject(self) -> str:
@@ -57,11 +83,11 @@ class JetStreamDelivery:
 
     @property
     def stream_sequence(self) -> int:
-        return self._msg.metadata.sequence.stream
+        return self._sequence_and_count()[0]
 
     @property
     def num_delivered(self) -> int:
-        return self._msg.metadata.num_delivered
+        return self._sequence_and_count()[1]
 
     async def ack(self) -> None:
         await self._msg.ack()
