@@ -253,3 +253,33 @@ async def test_stopping_during_an_outage_leaves_the_batch_unacked(harness: Harne
     harness.stop.set()
     await asyncio.wait_for(asyncio.gather(*harness.tasks), 5)
     assert harness.consumers["MD"].acked() == set()
+
+
+async def test_a_dead_letter_the_store_refuses_is_kept_bare(harness: Harness) -> None:
+    subjects = harness.bus.namespace.subjects
+    harness.store.reject = lambda table, row: table is UNDECODABLE_MESSAGES and row[5] != "{}"
+    await harness.bus.publish_bytes(subjects.trade(1, "1"), b"junk", {"X-Odd": "a\x00b"})
+    await harness.publish(list(market_data(3, assets=3)))
+    md = harness.consumers["MD"]
+    await eventually(lambda: md.acked() == {1, 2, 3, 4}, 5, "all acked")
+    [dead] = harness.store.rows(UNDECODABLE_MESSAGES)
+    assert dead[3:] == (subjects.trade(1, "1"), "unstorable: see raw", "{}", b"junk")
+
+
+def test_dead_letter_text_never_carries_a_nul() -> None:
+    from polybus.recorder.recorder import undecodable_row
+    from polybus.recorder.tables import Source
+
+    @dataclass
+    class Raw:
+        subject: str = "s"
+        data: bytes = b"\x00"
+        headers: Mapping[str, str] = field(default_factory=lambda: {"k\x00": "v\x00"})
+        stream_sequence: int = 1
+        num_delivered: int = 1
+
+    row = undecodable_row(Raw(), Source("S", 1, "s"), "bad \x00 byte")  # type: ignore[arg-type]
+    assert "\x00" not in row[4]
+    assert "\x00" not in row[5]
+    assert "\\u0000" not in row[5]
+    assert row[6] == b"\x00"

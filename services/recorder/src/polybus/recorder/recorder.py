@@ -67,8 +67,14 @@ class _Entry:
     row: Row
 
 
+def _text(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL; a dead letter must always be storable.
+    return value.replace("\x00", "\\0")
+
+
 def _headers_json(delivery: Delivery) -> str:
-    return _headers_encoder.encode(dict(delivery.headers)).decode()
+    headers = {_text(key): _text(value) for key, value in delivery.headers.items()}
+    return _headers_encoder.encode(headers).decode()
 
 
 def undecodable_row(delivery: Delivery, source: Source, error: str) -> Row:
@@ -77,10 +83,16 @@ def undecodable_row(delivery: Delivery, source: Source, error: str) -> Row:
         source.stream_seq,
         datetime.now(UTC),
         source.subject,
-        error,
+        _text(error),
         _headers_json(delivery),
         bytes(delivery.data),
     )
+
+
+def _bare_dead_letter(row: Row) -> Row:
+    """The dead letter reduced to what any database takes: no headers, a fixed reason."""
+    stream, sequence, received, subject, _, _, raw = row
+    return (stream, sequence, received, subject, "unstorable: see raw", "{}", raw)
 
 
 def control_row(delivery: Delivery, source: Source) -> Row:
@@ -328,9 +340,17 @@ class ConsumerLoop:
                     table=entry.table.name,
                     error=str(error),
                 )
-                row = undecodable_row(entry.delivery, source, f"rejected by the store: {error}")
+                if entry.table is UNDECODABLE_MESSAGES:
+                    row = _bare_dead_letter(entry.row)
+                else:
+                    row = undecodable_row(entry.delivery, source, f"rejected by the store: {error}")
                 entries[index] = _Entry(entry.delivery, UNDECODABLE_MESSAGES, row)
-                written = await self.store.write({UNDECODABLE_MESSAGES: [row]})
+                try:
+                    written = await self.store.write({UNDECODABLE_MESSAGES: [row]})
+                except RowsRejected:
+                    written = await self.store.write(
+                        {UNDECODABLE_MESSAGES: [_bare_dead_letter(row)]}
+                    )
             for table, count in written.items():
                 inserted[table] += count
         return dict(inserted)
