@@ -279,3 +279,27 @@ async def test_polybus_replay_from_db_writes_the_recorded_events(
         str(config_file),
     )
     assert both.exit_code == 2
+
+
+async def test_a_replay_window_starts_each_book_at_its_last_snapshot(
+    config_file: Path, db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    await migrate(db)
+    t0 = NOW - timedelta(minutes=5)
+    events: list[Event] = [
+        snapshot(1, t0, [(500_000, 1)]),
+        delta(2, t0 + timedelta(seconds=1), ("SELL", 550_000, 3)),
+        delta(3, t0 + timedelta(seconds=3), ("BUY", 510_000, 4)),
+    ]
+    await store_events(database_url, events)
+    out = tmp_path / "warm.jsonl"
+    mid_window = (t0 + timedelta(seconds=2)).isoformat()
+    result = await invoke(
+        polybus_app,
+        *("replay", "--from-db", "--asset", ASSET, "--start", mid_window),
+        *("--end", NOW.isoformat(), "--out", str(out), "--config", str(config_file)),
+    )
+    assert result.exit_code == 0, result.output
+    # The snapshot and the delta before the window's start come along: a whole book from the
+    # first event on, then the window itself.
+    assert out.read_bytes().splitlines() == [encode(e) for e in events]

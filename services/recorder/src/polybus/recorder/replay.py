@@ -3,14 +3,15 @@
 ``polybus replay --from-db --market ID|--asset ID --start T --end T [--speed 1x|max]
 [--to-subject-prefix P | --out FILE]`` calls :func:`replay_store` (the ``replay_store`` hook).
 
-Events are read back exactly as recorded (same JSON) for the window ``start <= ts_event < end``
-and published in recorded order - the order the ingest created them (``ts_init``, then the MD
-stream's sequence) - under a separate subject prefix (default ``replay``), so live consumers
-never see them while a strategy configured with ``bus.subject_prefix = "replay"`` consumes them
-with the same code. ``--market`` replays every asset of the market (from its recorded
-MarketInfo and snapshots) plus its MarketInfo/MarketResolved events; ``--asset`` one asset
-plus its market's. ``--speed 1x`` keeps the recorded spacing, ``10x`` compresses it, ``max``
-publishes as fast as possible.
+Events are read back exactly as recorded (same JSON) for the window ``start <= ts_event < end``,
+widened back per asset to its last snapshot at or before ``start`` (and per market to its last
+MarketInfo), so a consumer has whole books from the first event. They are published in recorded
+order - the order the ingest created them (``ts_init``, then the MD stream's sequence) - under a
+separate subject prefix (default ``replay``), so live consumers never see them while a strategy
+configured with ``bus.subject_prefix = "replay"`` consumes them with the same code.
+``--market`` replays every asset of the market (from its recorded MarketInfo and snapshots) plus
+its MarketInfo/MarketResolved events; ``--asset`` one asset plus its market's. ``--speed 1x``
+keeps the recorded spacing, ``10x`` compresses it, ``max`` publishes as fast as possible.
 """
 
 from __future__ import annotations
@@ -72,43 +73,84 @@ class RecordedEvent:
 
 @dataclass(frozen=True)
 class ReplaySelection:
+    """What a replay covers: assets and markets, each from when its replay begins."""
+
     assets: tuple[str, ...]
+    asset_since: tuple[datetime, ...]
+    """Per asset: its last snapshot at or before ``start`` (else ``start``)."""
     conditions: tuple[str, ...]
+    condition_since: tuple[datetime, ...]
+    """Per market: its last MarketInfo at or before ``start`` (else ``start``)."""
     start: datetime
     end: datetime
+
+
+_SINCE_SQL = """
+SELECT k.key, coalesce(
+    (SELECT max(ts_event) FROM {table} AS t WHERE t.{column} = k.key AND t.ts_event <= $2), $2
+) AS since
+FROM unnest($1::text[]) AS k(key)
+"""
+
+
+async def _since(
+    connection: asyncpg.Connection, table: str, column: str, keys: list[str], start: datetime
+) -> tuple[datetime, ...]:
+    rows = await connection.fetch(_SINCE_SQL.format(table=table, column=column), keys, start)
+    since = {r["key"]: r["since"] for r in rows}
+    return tuple(since[key] for key in keys)
 
 
 async def select(
     connection: asyncpg.Connection, *, market: str, asset: str, start: datetime, end: datetime
 ) -> ReplaySelection:
-    """Which assets and markets a replay covers."""
+    """Which assets and markets a replay covers, and from when.
+
+    A replay of a window starts each asset at its last recorded snapshot at or before
+    ``start`` (and each market at its last MarketInfo), so a consumer has a whole book - and the
+    market's tick and fees - from the first event on: the window is widened back to those
+    events, never narrowed.
+    """
     if market:
-        assets = await connection.fetch(
+        records = await connection.fetch(
             "SELECT token_id AS asset_id FROM outcomes WHERE condition_id = $1 "
             "UNION SELECT DISTINCT asset_id FROM book_snapshots WHERE condition_id = $1",
             market,
         )
-        return ReplaySelection(tuple(sorted(r["asset_id"] for r in assets)), (market,), start, end)
-    condition = await connection.fetchval(
-        "SELECT condition_id FROM outcomes WHERE token_id = $1", asset
+        assets = sorted(r["asset_id"] for r in records)
+        conditions = [market]
+    else:
+        condition = await connection.fetchval(
+            "SELECT condition_id FROM outcomes WHERE token_id = $1", asset
+        )
+        assets = [asset]
+        conditions = [condition] if condition else []
+    return ReplaySelection(
+        assets=tuple(assets),
+        asset_since=await _since(connection, "book_snapshots", "asset_id", assets, start),
+        conditions=tuple(conditions),
+        condition_since=await _since(connection, "markets", "condition_id", conditions, start),
+        start=start,
+        end=end,
     )
-    return ReplaySelection((asset,), (condition,) if condition else (), start, end)
 
 
 async def _rows(
     connection: asyncpg.Connection,
     table: EventTable,
-    where: str,
-    key: Sequence[str],
-    start: datetime,
+    column: str,
+    keys: Sequence[str],
+    since: Sequence[datetime],
     end: datetime,
 ) -> AsyncIterator[RecordedEvent]:
     query = (
-        f"SELECT {', '.join(table.columns)} FROM {table.name} "  # noqa: S608 - our own names
-        f"WHERE {where} = ANY($1::text[]) AND ts_event >= $2 AND ts_event < $3 "
-        "ORDER BY ts_init_ns, stream_seq"
+        f"SELECT {', '.join('t.' + c for c in table.columns)} "  # noqa: S608 - our own names
+        f"FROM {table.name} AS t "
+        f"JOIN unnest($1::text[], $2::timestamptz[]) AS w(key, since) ON t.{column} = w.key "
+        "WHERE t.ts_event >= w.since AND t.ts_event < $3 "
+        "ORDER BY t.ts_init_ns, t.stream_seq"
     )
-    async for record in connection.cursor(query, list(key), start, end, prefetch=2000):
+    async for record in connection.cursor(query, list(keys), list(since), end, prefetch=2000):
         yield RecordedEvent(
             table.event(record), record["part"], (record["ts_init_ns"], record["stream_seq"])
         )
@@ -124,21 +166,37 @@ async def recorded_events(
     sources: list[AsyncIterator[RecordedEvent]] = []
     if selection.assets:
         sources += [
-            _rows(connection, table, "asset_id", selection.assets, selection.start, selection.end)
-            for table in MARKET_DATA_TABLES
-        ]
-    if selection.conditions:
-        sources += [
             _rows(
                 connection,
                 table,
-                "condition_id",
-                selection.conditions,
-                selection.start,
+                "asset_id",
+                selection.assets,
+                selection.asset_since,
                 selection.end,
             )
-            for table in (MARKETS, MARKET_RESOLUTIONS)
+            for table in MARKET_DATA_TABLES
         ]
+    if selection.conditions:
+        sources.append(
+            _rows(
+                connection,
+                MARKETS,
+                "condition_id",
+                selection.conditions,
+                selection.condition_since,
+                selection.end,
+            )
+        )
+        sources.append(
+            _rows(
+                connection,
+                MARKET_RESOLUTIONS,
+                "condition_id",
+                selection.conditions,
+                [selection.start] * len(selection.conditions),
+                selection.end,
+            )
+        )
     heap: list[tuple[tuple[int, int], int, RecordedEvent]] = []
     for index, source in enumerate(sources):
         first = await anext(source, None)
