@@ -107,6 +107,12 @@ async def run(config: Config) -> None:
             ]
             return (not down, f"unreachable: {', '.join(down)}" if down else "")
 
+        if not loops:
+            _log.warning(
+                "recorder.no_consumers",
+                durable=settings.durable,
+                hint="the streams file defines no consumer with this durable name",
+            )
         runtime.add_health_check("database", database_health)
         tasks = [runtime.spawn(_run_loop(loop), name=f"record-{loop.label}") for loop in loops]
         if isinstance(runtime.bus, NatsBus):
