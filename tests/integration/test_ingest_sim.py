@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -405,30 +406,31 @@ async def test_a_consumer_that_misses_a_seq_rebuilds_from_a_snapshot(
         await subscription.unsubscribe()
 
 
-async def test_a_rest_seed_brings_a_book_back_with_the_rest_book(
+async def test_no_snapshot_after_resync_leads_to_resubscribes_then_a_rest_seed(
     bus: NatsBus, definitions: Definitions
 ) -> None:
-    async with running(
-        bus,
-        definitions,
-        small(1),
-        first_snapshot_timeout_s=60,
-    ) as (sim, ingest, c):
-        await quiesce(sim, bus)
+    overrides: dict[str, Any] = {
+        "first_snapshot_timeout_s": 0.3,
+        "resubscribe_attempts": 2,
+        "stall_timeout_s": 60.0,  # the socket watchdog stays out of it
+    }
+    async with running(bus, definitions, small(1), **overrides) as (sim, ingest, c):
         asset = sim.asset_ids()[0]
-        ingest.engine.mark_stale([asset], "test", 0)
-        assert ingest.engine.tracks[asset].state is State.STALE
-        await ingest._seed_from_rest(asset)
-        assert ingest.engine.tracks[asset].state is State.LIVE
-        assert c.statuses(asset)[-1] == ("live", "rest_seed") or await _status_arrives(c, asset)
+        sim.faults.stall()  # the socket answers PING but sends nothing, not even a book
+        await sim.pause_flow()
+        await sim.flush()
+        ingest.engine.mark_stale([asset], "test", time.time_ns(), resubscribe=True)
+        await eventually(
+            lambda: c.statuses(asset)[-1] == ("live", "rest_seed"), 10, "the REST seed"
+        )
+        track = ingest.engine.tracks[asset]
+        assert track.state is State.LIVE
+        assert track.counts.rest_books == 1
+        # The resubscribes that got no book came first, then the seed.
+        kinds = [k for k in ingest.engine.stats.resyncs if k.startswith(("resubscribe", "rest"))]
+        assert "resubscribe:snapshot_timeout" in kinds
+        assert "rest_seed:snapshot_timeout" in kinds
         assert mismatched_books(ingest, sim) == []
-
-
-async def _status_arrives(collector: Collector, asset: str) -> bool:
-    await eventually(
-        lambda: collector.statuses(asset)[-1] == ("live", "rest_seed"), 5, "rest seed status"
-    )
-    return True
 
 
 async def test_market_data_is_deduplicated_by_event_id_in_the_md_stream(
