@@ -63,8 +63,16 @@ _size_texts: dict[int, str] = {}
 _MAX_WHOLE_DIGITS = 13  # SIZE_MAX is 10**12 shares
 
 
+_SIZE_CACHE_MAX = 100_000
+_sizes: dict[str, int] = {"0": 0}
+
+
 def size_micros(text: str) -> int:
-    """A venue size string in micro-units, exactly; the common shapes take a fast path."""
+    """A venue size string in micro-units, exactly. Sizes repeat (round lots, re-posted
+    orders, ``"0"`` for a removed level), so parses are cached; the rest take a fast path."""
+    value = _sizes.get(text)
+    if value is not None:
+        return value
     whole, dot, frac = text.partition(".")
     if (
         whole.isdigit()
@@ -72,10 +80,14 @@ def size_micros(text: str) -> int:
         and len(whole) <= _MAX_WHOLE_DIGITS
         and (not dot or (frac.isdigit() and frac.isascii() and len(frac) <= 6))
     ):
-        if dot:
-            return int(whole) * MICROS + int(frac) * _SCALE[len(frac)]
-        return int(whole) * MICROS
-    return parse_size(text)
+        value = int(whole) * MICROS + (int(frac) * _SCALE[len(frac)] if dot else 0)
+    else:
+        value = parse_size(text)
+    if len(_sizes) >= _SIZE_CACHE_MAX:
+        _sizes.clear()
+        _sizes["0"] = 0
+    _sizes[text] = value
+    return value
 
 
 _SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
