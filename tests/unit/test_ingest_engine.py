@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from polybus.common.events import (
     BookDelta,
@@ -563,3 +565,47 @@ def test_fast_size_parsing_rejects_what_the_exact_parser_rejects(text: str) -> N
 
     with pytest.raises(FixedPointError):
         size_micros(text)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    index=st.integers(min_value=0, max_value=50),
+    field=st.sampled_from(
+        ["price", "size", "side", "best_bid", "best_ask", "timestamp", "asset_id", "bids"]
+    ),
+    value=json_values,
+)
+def test_a_recorded_frame_with_any_field_corrupted_never_raises(
+    index: int, field: str, value: Any
+) -> None:
+    events = burst()
+    event = events[index]
+    if event["event_type"] == "price_change":
+        target = event["price_changes"][0]
+        target[field if field != "bids" else "price"] = value
+    else:
+        event[field] = value
+    eng = engine()
+    eng.on_frame(frame(*events), 1)
+    eng.tick(10**12)
+    assert eng.stats.frames == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_any_json_frame_never_raises(value: Any) -> None:
+    eng = engine()
+    eng.on_frame(json.dumps(value), 1)
+    eng.on_frame(
+        json.dumps([value, {"event_type": "book", **(value if isinstance(value, dict) else {})}]), 2
+    )
+    assert eng.stats.frames == 2

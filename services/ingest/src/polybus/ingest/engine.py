@@ -288,7 +288,6 @@ class EngineStats:
     resyncs: dict[str, int] = field(default_factory=dict)
     checks: dict[tuple[str, str], int] = field(default_factory=dict)
     """Other checks (best_bid_ask events), by (check, result)."""
-    published: dict[str, int] = field(default_factory=dict)
     lags_ns: list[int] = field(default_factory=list)
 
     def count(self, table: dict[str, int], key: str, amount: int = 1) -> None:
@@ -419,14 +418,18 @@ class IngestEngine:
         for index, event in enumerate(events):
             try:
                 self._apply(event, recv_ns)
-            except (FixedPointError, ValueError) as error:
-                # A well-formed element with an impossible value: the asset's book cannot
-                # follow it, so it is resynced; the element is kept verbatim.
-                stats.decode_errors += 1
-                self._dead_letter(
-                    self._raw_of(frame, events, index, rejected), "invalid_value", recv_ns
+            except Exception as error:
+                # A well-formed element with an impossible value (or one this code did not
+                # foresee): the asset's book cannot follow it, so it is resynced, and the
+                # element is kept verbatim. Input never stops the ingest.
+                reason = (
+                    "invalid_value"
+                    if isinstance(error, FixedPointError | ValueError)
+                    else "processing_error"
                 )
-                self._invalidate(event, recv_ns, str(error))
+                stats.decode_errors += 1
+                self._dead_letter(self._raw_of(frame, events, index, rejected), reason, recv_ns)
+                self._invalidate(event, recv_ns)
         if events and stats.frames & 15 == 1:
             # Venue-to-local lag, sampled (1 frame in 16) to keep it off the hot path.
             stats.lags_ns.append(recv_ns - _event_ts_ns(events[0]))
@@ -470,13 +473,6 @@ class IngestEngine:
         else:
             self._count("market_resolved")
             self._on_market_resolved(event, recv_ns)
-
-    def event_counts(self) -> dict[str, int]:
-        """Venue events processed, by type (price_change entries included)."""
-        counts = dict(self.stats.events)
-        counts["price_change"] = self.stats.price_changes
-        counts["price_change_entry"] = self.stats.entries
-        return counts
 
     def _count(self, kind: str, amount: int = 1) -> None:
         events = self.stats.events
@@ -993,7 +989,7 @@ class IngestEngine:
         if message.market in self.markets or any(a in self.tracks for a in message.assets_ids):
             self.untrack_market(message.market, "resolved", recv_ns)
 
-    def _invalidate(self, event: PolymarketMarketEvent, now_ns: int, detail: str) -> None:
+    def _invalidate(self, event: PolymarketMarketEvent, now_ns: int) -> None:
         asset_ids: Iterable[str]
         if isinstance(event, PolymarketPriceChange):
             asset_ids = {entry.asset_id for entry in event.entries()}
