@@ -97,6 +97,7 @@ class MarketSocket:
         self.last_data_ns = 0
         self.connects = 0
         self.frames = 0
+        self.data_frames = 0
         self._subscribed: set[str] = set()
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -168,9 +169,9 @@ class MarketSocket:
                 await self._wake.wait()
                 continue
             reason = "closed"
-            delivered = False
+            data_before = self.data_frames
             try:
-                delivered = await self._connect_and_read()
+                await self._connect_and_read()
             except _Stalled:
                 reason = "stall"
             except (OSError, TimeoutError, ConnectionClosed) as error:
@@ -192,14 +193,15 @@ class MarketSocket:
             )
             if self.on_frames is not None:
                 self.on_frames()
-            attempt = 0 if delivered else attempt + 1
+            # A connection that delivered data was a success: back off from the start again.
+            attempt = 0 if self.data_frames > data_before else attempt + 1
             delay = min(
                 self.settings.reconnect_max_s, self.settings.reconnect_initial_s * 2**attempt
             ) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
             _log.info("ws.reconnecting", socket=self.index, reason=reason, delay_s=round(delay, 3))
             await asyncio.sleep(delay)
 
-    async def _connect_and_read(self) -> bool:
+    async def _connect_and_read(self) -> None:
         settings = self.settings
         async with connect(
             settings.market_ws_url,
@@ -229,7 +231,7 @@ class MarketSocket:
                 asyncio.create_task(self._watchdog(connection)),
             ]
             try:
-                delivered = await self._read(connection)
+                await self._read(connection)
             finally:
                 metrics.SOCKETS_CONNECTED.dec()
                 for helper in helpers:
@@ -237,25 +239,22 @@ class MarketSocket:
                 await asyncio.gather(*helpers, return_exceptions=True)
             if self._stalled:
                 raise _Stalled()
-            return delivered
 
-    async def _read(self, connection: ClientConnection) -> bool:
+    async def _read(self, connection: ClientConnection) -> None:
         engine = self.engine
         tap = self.tap
         on_frames = self.on_frames
-        delivered = False
         async for frame in connection:
             now = time.time_ns()
             if frame != "PONG":
                 self.last_data_ns = now
-                delivered = True
+                self.data_frames += 1
             self.frames += 1
             if tap is not None:
                 tap(frame, now)
             engine.on_frame(frame, now)
             if on_frames is not None:
                 on_frames()
-        return delivered
 
     async def _ping(self, connection: ClientConnection) -> None:
         while True:
