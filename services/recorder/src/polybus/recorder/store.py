@@ -68,17 +68,6 @@ def _rejected(error: BaseException) -> bool:
     )
 
 
-def _transient(error: BaseException) -> bool:
-    return isinstance(
-        error,
-        OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.PostgresError,
-    )
-
-
 class PostgresStore:
     """Idempotent batch writes over one asyncpg connection, reconnecting after a failure."""
 
@@ -116,10 +105,11 @@ class PostgresStore:
         except Exception as error:
             if _rejected(error):
                 raise RowsRejected(f"{type(error).__name__}: {error}") from error
-            if _transient(error):
-                await self._discard()
-                raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
-            raise
+            # Anything else - refused or reset connections, a server shutting down, a timeout,
+            # a driver left mid-protocol by a connection that died under it ("another operation
+            # is in progress") - may pass on a fresh connection: drop this one, retry later.
+            await self._discard()
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
 
     async def _write(self, batch: Batch) -> dict[str, int]:
         connection = await self._open()
