@@ -1,22 +1,17 @@
 """Publishing the engine's output in order, so the socket readers never wait on the bus.
 
 Market data goes out as core NATS publishes with ``Nats-Msg-Id`` = the event id (the MD
-stream captures it and drops re-publications). The publisher yields to the event loop every
+stream captures it and drops re-publications). A core publish only appends to the NATS
+client's buffer, so nothing waits for the server; the publisher yields to the event loop every
 few hundred messages so a large backlog cannot starve the socket readers.
-
-On a :class:`NatsBus` it writes to the connection directly (the same bytes and headers as
-``NatsBus.publish``) and counts the bus metric once per drained batch: at 100k events/s the
-per-message metric update would cost as much as the publish itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from polybus.common import metrics as common_metrics
-from polybus.common.bus import Bus, event_headers
-from polybus.common.bus.nats_bus import NatsBus
-from polybus.common.events import encode, type_name
+from polybus.common.bus import Bus
+from polybus.common.events import type_name
 from polybus.ingest import metrics
 from polybus.ingest.engine import Outbox
 
@@ -43,29 +38,13 @@ class Publisher:
 
     async def publish_pending(self) -> None:
         outbox = self.outbox
+        publish = self.bus.publish
         by_type = self.by_type
-        bus = self.bus
         sent = 0
-        if isinstance(bus, NatsBus):
-            publish_raw = bus.nc.publish
-            try:
-                while outbox:
-                    subject, event, msg_id = outbox.popleft()
-                    await publish_raw(subject, encode(event), headers=event_headers(event, msg_id))
-                    kind = type_name(event)
-                    by_type[kind] = by_type.get(kind, 0) + 1
-                    sent += 1
-                    if sent % _YIELD_EVERY == 0:
-                        self.published += _YIELD_EVERY
-                        await asyncio.sleep(0)
-            finally:
-                common_metrics.BUS_PUBLISHED.labels("core").inc(sent)
-                self.published += sent % _YIELD_EVERY
-            return
         try:
             while outbox:
                 subject, event, msg_id = outbox.popleft()
-                await bus.publish(subject, event, msg_id=msg_id)
+                await publish(subject, event, msg_id=msg_id)
                 kind = type_name(event)
                 by_type[kind] = by_type.get(kind, 0) + 1
                 sent += 1
