@@ -105,6 +105,7 @@ def _print_book(rebuilt: RebuiltBook) -> None:
         f"from snapshot {rebuilt.snapshot.event_id} (seq {rebuilt.snapshot.seq}) "
         f"+ {rebuilt.deltas_applied} deltas -> epoch {book.epoch} seq {book.seq}",
         highlight=False,
+        soft_wrap=True,  # ids are long: never break one across lines
     )
     levels = Table("bid size", "bid", "ask", "ask size")
     for index in range(max(len(book.bids), len(book.asks))):
