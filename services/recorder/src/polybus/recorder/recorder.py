@@ -2,9 +2,9 @@
 
 One loop per stream. Each pulls a batch (bounded by ``batch_max_events`` and
 ``batch_max_delay_s``), decodes it into rows, writes the rows in one idempotent transaction and
-only then acks every message of the batch. Nothing more is fetched until the batch is
-committed: backpressure is the durable consumer's pending count on the server, not a buffer
-here.
+only then acks every message of the batch. While a batch is written the next one is fetched,
+and no more than that: backpressure is the durable consumer's pending count on the server, not
+a buffer here.
 
 - The database is unreachable: the same batch is retried with exponential backoff, nothing is
   acked, and the held messages are kept from redelivery with ``in_progress``; afterwards the
@@ -215,6 +215,7 @@ class ConsumerLoop:
             metrics.ROWS_WRITTEN.labels(table).inc(new)
             if count > new:
                 metrics.DUPLICATE_ROWS.labels(table).inc(count - new)
+        acked = 0
         for delivery in deliveries:
             try:
                 await delivery.ack()
@@ -222,7 +223,8 @@ class ConsumerLoop:
                 # The rows are committed: a lost ack only means a redelivery, which dedups.
                 _log.warning("recorder.ack_failed", stream=self.stream, error=repr(error))
                 break
-        self._acked.inc(len(deliveries))
+            acked += 1
+        self._acked.inc(acked)
 
     # -- decoding ------------------------------------------------------------------------------
     def entries(self, deliveries: Sequence[Delivery]) -> list[_Entry]:
