@@ -37,7 +37,6 @@ from polybus.common.streams import ConsumerDefinition
 from polybus.common.subjects import Namespace
 from polybus.recorder import metrics
 from polybus.recorder.config import RecorderSettings
-from polybus.recorder.pull import BatchPullConsumer
 from polybus.recorder.store import Batch, RowsRejected, Store, StoreUnavailable
 from polybus.recorder.tables import (
     CONTROL_MESSAGES,
@@ -369,12 +368,10 @@ def build_loop(
     """The loop for one consumer definition; None if this bus cannot serve it (no KV twin)."""
     consumer: PullConsumer
     label = definition.bucket or definition.stream
-    if isinstance(bus, NatsBus):
-        consumer = BatchPullConsumer(
-            bus.nc, definition.server_stream(namespace), definition.durable
-        )
-    elif definition.bucket:
-        return None  # the in-memory twin has no KV buckets
+    if definition.bucket:
+        if not isinstance(bus, NatsBus):
+            return None  # the in-memory twin has no KV buckets
+        consumer = bus.bucket_consumer(definition.bucket, definition.durable)
     else:
         consumer = bus.pull_consumer(definition.stream, definition.durable)
     return ConsumerLoop(

@@ -11,13 +11,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 
 from polybus.common import metrics
 from polybus.common.bus import (
     MSG_ID_HEADER,
-    Delivery,
     Message,
     MessageHandler,
     PublishAck,
@@ -25,6 +23,7 @@ from polybus.common.bus import (
     Subscription,
     event_headers,
 )
+from polybus.common.bus.nats_pull import NatsPullConsumer
 from polybus.common.config import Secrets
 from polybus.common.events import Event, encode
 from polybus.common.streams import Definitions, apply
@@ -37,74 +36,6 @@ _PUBLISHED_JETSTREAM = metrics.BUS_PUBLISHED.labels("jetstream")
 
 def _message(msg: Msg) -> Message:
     return Message(subject=msg.subject, data=msg.data, headers=msg.headers or {}, reply=msg.reply)
-
-
-@dataclass(slots=True)
-class _NatsDelivery:
-    """A JetStream message, adapted to :class:`~polybus.common.bus.Delivery`."""
-
-    msg: Msg
-
-    @property
-    def subject(self) -> str:
-        return self.msg.subject
-
-    @property
-    def data(self) -> bytes:
-        return self.msg.data
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.msg.headers or {}
-
-    @property
-    def stream_sequence(self) -> int:
-        return self.msg.metadata.sequence.stream
-
-    @property
-    def num_delivered(self) -> int:
-        return self.msg.metadata.num_delivered
-
-    async def ack(self) -> None:
-        await self.msg.ack()
-
-    async def nak(self, delay: float = 0.0) -> None:
-        await self.msg.nak(delay=delay or None)
-
-    async def term(self) -> None:
-        await self.msg.term()
-
-    async def in_progress(self) -> None:
-        await self.msg.in_progress()
-
-
-class _NatsPullConsumer:
-    def __init__(self, js: JetStreamContext, stream: str, durable: str) -> None:
-        self.name = durable
-        self._js = js
-        self._stream = stream
-        self._subscription: JetStreamContext.PullSubscription | None = None
-
-    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
-        if self._subscription is None:
-            # Bind to the durable that `polybus streams apply` created; never create one here.
-            self._subscription = await self._js.pull_subscribe_bind(
-                durable=self.name, stream=self._stream
-            )
-        try:
-            messages = await self._subscription.fetch(batch, timeout=timeout)
-        except TimeoutError:
-            # nats.errors.TimeoutError, or the plain asyncio one nats-py raises when its no-wait
-            # probe used up a short timeout: either way, nothing arrived in time.
-            return []
-        return [_NatsDelivery(msg) for msg in messages]
-
-    async def close(self) -> None:
-        # Draining a pull subscription waits out an expired fetch request (30 s); unsubscribing
-        # first is immediate, and unacked messages simply go back to the stream.
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
-            self._subscription = None
 
 
 @dataclass(slots=True)
@@ -123,7 +54,7 @@ class NatsBus:
         self.name = name
         self.js = nc.jetstream()
         self.namespace = namespace
-        self._pull_consumers: list[_NatsPullConsumer] = []
+        self._pull_consumers: list[NatsPullConsumer] = []
         self._closing = False
 
     @classmethod
@@ -242,8 +173,15 @@ class NatsBus:
         if message.reply:
             await self.nc.publish(message.reply, data)
 
-    def pull_consumer(self, stream: str, durable: str) -> _NatsPullConsumer:
-        consumer = _NatsPullConsumer(self.js, self.namespace.stream(stream), durable)
+    def pull_consumer(self, stream: str, durable: str) -> NatsPullConsumer:
+        return self._pull_consumer(self.namespace.stream(stream), durable)
+
+    def bucket_consumer(self, bucket: str, durable: str) -> NatsPullConsumer:
+        """A durable pull consumer on a KV bucket's underlying stream (every put, in order)."""
+        return self._pull_consumer(self.namespace.bucket_stream(bucket), durable)
+
+    def _pull_consumer(self, server_stream: str, durable: str) -> NatsPullConsumer:
+        consumer = NatsPullConsumer(self.nc, server_stream, durable)
         self._pull_consumers.append(consumer)
         return consumer
 

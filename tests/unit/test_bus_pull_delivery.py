@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.msg import Msg
 
-from polybus.recorder.pull import JetStreamDelivery
+from polybus.common.bus.nats_pull import NatsDelivery
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,6 @@ from polybus.recorder.pull import JetStreamDelivery
 )
 def test_sequence_and_delivery_count_match_nats_py_metadata(reply: str) -> None:
     message = Msg(None, subject="md.polymarket.1.delta.x", reply=reply)  # type: ignore[arg-type]
-    delivery = JetStreamDelivery(message)
+    delivery = NatsDelivery(message)
     assert delivery.stream_sequence == message.metadata.sequence.stream
     assert delivery.num_delivered == message.metadata.num_delivered

@@ -1,4 +1,4 @@
-"""The recorder's batch pull consumer against a real nats-server."""
+"""The bus's batch pull consumer against a real nats-server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from nats.js.errors import NotFoundError
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import DeadLetter
 from polybus.common.streams import ConsumerDefinition, Definitions, StreamDefinition
-from polybus.recorder.pull import BatchPullConsumer
 from tests.helpers import eventually
 
 DEFINITIONS = Definitions(
@@ -34,7 +33,7 @@ async def publish(bus: NatsBus, count: int, first: int = 0) -> None:
 async def test_fetch_takes_what_is_pending_in_one_go_up_to_the_batch(bus: NatsBus) -> None:
     await bus.apply(DEFINITIONS)
     await publish(bus, 25)
-    consumer = BatchPullConsumer(bus.nc, bus.namespace.stream("WORK"), "recorder")
+    consumer = bus.pull_consumer("WORK", "recorder")
     first = await consumer.fetch(10, 1.0)
     rest = await consumer.fetch(100, 1.0)
     assert [d.stream_sequence for d in first] == list(range(1, 11))
@@ -49,7 +48,7 @@ async def test_fetch_takes_what_is_pending_in_one_go_up_to_the_batch(bus: NatsBu
 
 async def test_an_idle_fetch_returns_as_soon_as_a_message_arrives(bus: NatsBus) -> None:
     await bus.apply(DEFINITIONS)
-    consumer = BatchPullConsumer(bus.nc, bus.namespace.stream("WORK"), "recorder")
+    consumer = bus.pull_consumer("WORK", "recorder")
     fetching = asyncio.create_task(consumer.fetch(100, 5.0))
 
     async def waiting_on_the_server() -> bool:
@@ -70,7 +69,7 @@ async def test_an_idle_fetch_returns_as_soon_as_a_message_arrives(bus: NatsBus) 
 async def test_unacked_messages_come_back_after_the_ack_wait(bus: NatsBus) -> None:
     await bus.apply(DEFINITIONS)
     await publish(bus, 3)
-    consumer = BatchPullConsumer(bus.nc, bus.namespace.stream("WORK"), "recorder")
+    consumer = bus.pull_consumer("WORK", "recorder")
     first = await consumer.fetch(10, 1.0)
     assert len(first) == 3
     again = await consumer.fetch(10, 3.0)  # the first redelivery ends an idle fetch...
@@ -85,6 +84,6 @@ async def test_unacked_messages_come_back_after_the_ack_wait(bus: NatsBus) -> No
 
 async def test_a_missing_durable_fails_loudly(bus: NatsBus) -> None:
     await bus.apply(Definitions(stream=DEFINITIONS.stream))
-    consumer = BatchPullConsumer(bus.nc, bus.namespace.stream("WORK"), "recorder")
+    consumer = bus.pull_consumer("WORK", "recorder")
     with pytest.raises(NotFoundError):
         await consumer.fetch(10, 0.5)

@@ -1,4 +1,4 @@
-"""A batch pull consumer for the recorder's throughput: one pull request per batch.
+"""The bus's durable pull consumer on a real nats-server: one pull request per batch.
 
 nats-py's ``PullSubscription.fetch`` hands over each message through ``next_msg`` (a timed
 queue wait per message), which caps a durable consumer near 9,000 messages/s on the project's
@@ -8,7 +8,7 @@ subscription callback that appends to a list: a batch costs one request and one 
 
 ``fetch(batch, timeout)`` first asks for whatever is pending now (``no_wait``); if nothing is, it
 waits up to ``timeout`` for the next message and returns it as soon as it arrives. Callers that
-want fuller batches fetch again for a short while (see the recorder's loop). It binds to the
+want fuller batches fetch again for a short while (as the recorder does). It binds to the
 durable that ``polybus streams apply`` created and never creates one.
 """
 
@@ -40,8 +40,8 @@ def _ack_tokens(reply: str) -> tuple[int, int] | None:
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``, or
     the newer form with ``<domain>.<account hash>`` after ``ACK`` and a token at the end.
-    nats-py's general parser builds a whole metadata object per message; the recorder reads two
-    numbers of every message, so it reads them here.
+    nats-py's general parser builds a whole metadata object per message; consumers read these
+    two numbers of every message, so they are read here.
     """
     tokens = reply.split(".")
     if len(tokens) == 9:
@@ -51,7 +51,7 @@ def _ack_tokens(reply: str) -> tuple[int, int] | None:
     return None
 
 
-class JetStreamDelivery:
+class NatsDelivery:
     """A JetStream message as a :class:`~polybus.common.bus.Delivery`."""
 
     __slots__ = ("_msg", "_numbers")
@@ -102,7 +102,7 @@ class JetStreamDelivery:
         await self._msg.in_progress()
 
 
-class BatchPullConsumer:
+class NatsPullConsumer:
     """A durable pull consumer fetching whole batches per request (see the module doc)."""
 
     def __init__(self, nc: Client, stream: str, durable: str) -> None:
@@ -165,7 +165,7 @@ class BatchPullConsumer:
             if not self._messages:
                 await self._request(1, no_wait=False, timeout=timeout)
         taken, self._messages = self._messages[:batch], self._messages[batch:]
-        return [JetStreamDelivery(msg) for msg in taken]
+        return [NatsDelivery(msg) for msg in taken]
 
     async def close(self) -> None:
         if self._subscription is not None:
