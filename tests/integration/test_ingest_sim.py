@@ -469,7 +469,12 @@ async def test_new_markets_are_subscribed_and_resolved_ones_closed(
             lambda: bool(set(ingest.selected) - initial - {resolved}), 15, "a new market followed"
         )
         new = next(iter(set(ingest.selected) - initial - {resolved}))
-        assert any(info.condition_id == new for info in c.of(MarketInfo))
+        # Its MarketInfo reaches our subscriber through NATS a moment after the selection.
+        await eventually(
+            lambda: any(info.condition_id == new for info in c.of(MarketInfo)),
+            5,
+            "the new market's MarketInfo",
+        )
         await eventually(
             lambda: all(
                 t.state is State.LIVE
