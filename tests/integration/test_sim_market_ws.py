@@ -324,7 +324,7 @@ async def test_a_neg_risk_mispricing_makes_the_yes_asks_sum_below_one(sim: Simul
         await client.subscribe(yes)
         await client.recv_frame()
         before = asks_sum(client)
-        injected = sim.inject_mispricing(event_id=event.id, edge=0.03, duration_ms=200)
+        injected = sim.inject_mispricing(event_id=event.id, edge=30_000, duration_ms=200)
         assert injected
         await client.until(lambda e: e["event_type"] == "price_change")
         await client.sync()

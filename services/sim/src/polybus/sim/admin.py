@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 from aiohttp import web
 
-from polybus.common.money import FixedPointError, parse_tick_size
+from polybus.common.money import FixedPointError, parse_price, parse_tick_size
 from polybus.sim.http_util import error_response, json_response
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ class Empty(_Body, kw_only=True):
 class Mispricing(_Body, kw_only=True):
     event_id: str = ""
     condition_id: str = ""
-    edge: float = 0.02
+    edge: str = "0.02"
+    """A price difference, as the venue writes numbers (parsed exactly)."""
     duration_ms: int = 300
 
 
@@ -176,10 +177,14 @@ class Admin:
     async def mispricing(self, request: web.Request) -> web.Response:
         body = await _body(request, Mispricing)
         try:
+            edge = parse_price(body.edge)
+        except FixedPointError as error:
+            return error_response(400, str(error))
+        try:
             injected = self.sim.inject_mispricing(
                 event_id=body.event_id,
                 condition_id=body.condition_id,
-                edge=body.edge,
+                edge=edge,
                 duration_ms=body.duration_ms,
             )
         except KeyError:

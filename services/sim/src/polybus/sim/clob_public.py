@@ -276,7 +276,7 @@ class ClobPublic:
             "tbf": 0,
             "rfqe": False,
             "ibce": False,
-            "fd": {"r": info.fee_rate, "e": info.fee_exponent, "to": True},
+            "fd": {"r": number(info.fee_rate), "e": info.fee_exponent, "to": True},
             "oas": 0,
             "nr": info.neg_risk,
         }

@@ -69,7 +69,8 @@ class SimSettings(ServiceSettings, frozen=True):
     mispricing_interval_s: NonNegativeFloat = 0.0
     """Every so often make a neg-risk event's YES asks sum below 1 (0 = never)."""
     mispricing_duration_ms: Annotated[int, msgspec.Meta(ge=1)] = 300
-    mispricing_edge: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.02
+    mispricing_edge: Annotated[int, msgspec.Meta(gt=0, lt=500_000)] = 20_000
+    """Micro-units: the YES asks of an event sum to 1 - edge (0.02 = 20_000)."""
     tick_size_changes: bool = True
     """Switch a market to tick 0.001 when its book trades beyond 0.04/0.96."""
     custom_feature_interval_s: NonNegativeFloat = 0.0
@@ -98,7 +99,7 @@ class SimSettings(ServiceSettings, frozen=True):
     settlement_mined_ms: NonNegativeInt = 300
     settlement_confirmed_ms: NonNegativeInt = 1_000
     settlement_failure_probability: Probability = 0.0
-    taker_fee_rate: Annotated[float, msgspec.Meta(ge=0, le=0.25)] = 0.0
-    """The market's fee curve rate (``fd.r``); 0 = fee-free."""
+    taker_fee_bps: Annotated[int, msgspec.Meta(ge=0, le=2500)] = 0
+    """Taker fee rate in basis points: fee = shares x rate x p x (1 - p), exact in integers."""
 
     startup_faults: StartupFaults = StartupFaults()

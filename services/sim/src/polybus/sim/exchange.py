@@ -33,6 +33,9 @@ from polybus.sim.book import BUY, SELL, Fill, MarketBook, Side, price_text
 from polybus.sim.config import SimSettings
 from polybus.sim.universe import SimEvent, SimMarket, build_universe, new_market, seeded_random
 
+BPS = 100
+"""Micro-units per basis point."""
+
 TICK_LOW = 40_000
 TICK_HIGH = 960_000
 """The venue narrows a market's tick when its book trades beyond 0.04 / 0.96."""
@@ -128,6 +131,7 @@ class Exchange:
             neg_risk_events=settings.neg_risk_events,
             outcomes_per_event=settings.outcomes_per_event,
             min_order_size=settings.min_order_size,
+            fee_rate=settings.taker_fee_bps * BPS,
         )
         self.events: dict[str, SimEvent] = {event.id: event for event in universe.events}
         self.markets: dict[str, MarketState] = {}
@@ -181,7 +185,10 @@ class Exchange:
     def create_market(self) -> SimMarket:
         """A new binary market (custom-feature subscribers get ``new_market``)."""
         index = len(self.markets) + 10_000
-        market, event = new_market(self.settings.seed, index, self.settings.min_order_size)
+        settings = self.settings
+        market, event = new_market(
+            settings.seed, index, settings.min_order_size, settings.taker_fee_bps * BPS
+        )
         self.events[event.id] = event
         with self.batch() as batch:
             state = self._add_market(market, event, batch.timestamp_ms)
@@ -417,7 +424,7 @@ class Exchange:
     def _trade_frames(
         self, book: MarketBook, entry: _MarketBatch, timestamp: str
     ) -> Iterator[Outgoing]:
-        fee_bps = str(round(self.settings.taker_fee_rate * 10_000))
+        fee_bps = str(self.settings.taker_fee_bps)
         for trade in entry.trades:
             size = format_size(trade.size)
             # The print appears on both tokens: taker side on the taker's token, mirrored on

@@ -84,7 +84,7 @@ def market_object(exchange: Exchange, state: MarketState) -> dict[str, Any]:
     if info.fee_rate > 0:
         market["feeSchedule"] = {
             "exponent": info.fee_exponent,
-            "rate": info.fee_rate,
+            "rate": number(info.fee_rate),
             "takerOnly": True,
             "rebateRate": 0,
         }

@@ -24,7 +24,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from polybus.common.money import MICROS
 from polybus.sim.admin import Admin
 from polybus.sim.clob_public import ClobPublic
 from polybus.sim.config import SimSettings
@@ -148,13 +147,12 @@ class Simulator:
         *,
         event_id: str = "",
         condition_id: str = "",
-        edge: float = 0.02,
+        edge: int = 20_000,
         duration_ms: int = 300,
     ) -> list[dict[str, Any]]:
         """Make an arbitrage for ``duration_ms``: a neg-risk event's YES asks summing to
-        ``1 - edge`` (``event_id``; default: one chosen by the seed), or, for a binary market
-        (``condition_id``), a YES ask below the YES bid (YES ask + NO ask < 1)."""
-        edge_micros = round(edge * MICROS)
+        ``1 - edge`` (micro-units; ``event_id``; default: one chosen by the seed), or, for a
+        binary market (``condition_id``), a YES ask below the YES bid (YES ask + NO ask < 1)."""
         if condition_id:
             book = self.exchange.markets[condition_id].book
             injected = self.injections.crossed(book, duration_ms=duration_ms, levels=1)
@@ -167,7 +165,7 @@ class Simulator:
                     raise KeyError("no neg-risk event")
                 event = self._mispricing_rng.choice(candidates)
             books = [self.exchange.markets[cid].book for cid in event.condition_ids]
-            injected = self.injections.neg_risk(books, edge=edge_micros, duration_ms=duration_ms)
+            injected = self.injections.neg_risk(books, edge=edge, duration_ms=duration_ms)
         return [
             {
                 "condition_id": item.book.condition_id,

@@ -16,7 +16,6 @@ import base64
 import hashlib
 import heapq
 import itertools
-import math
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -621,10 +620,9 @@ class Trading(FillListener):
 
     # -- fills and trades --------------------------------------------------------------------
     def _fee(self, size: int, price: int) -> int:
-        rate = self.settings.taker_fee_rate
-        if not rate:
-            return 0
-        return math.floor(size * rate * (price / MICROS) * (1 - price / MICROS))
+        # shares x rate x p x (1 - p) in exact integers, rounded down to a micro-unit.
+        rate_bps = self.settings.taker_fee_bps
+        return size * rate_bps * price * (MICROS - price) // (10_000 * MICROS * MICROS)
 
     def _fill(self, taker: UserOrder | None, fill: Fill, timestamp_ms: int) -> Trade:
         """Record one match between a taker (None: simulated flow) and a resting entry."""
@@ -650,7 +648,7 @@ class Trading(FillListener):
             size=fill.size,
             price=taker_price,
             fee=self._fee(fill.size, taker_price) if taker is not None else 0,
-            fee_rate_bps=str(round(self.settings.taker_fee_rate * 10_000)),
+            fee_rate_bps=str(self.settings.taker_fee_bps),
             match_time=timestamp_ms // 1000,
             last_update=timestamp_ms // 1000,
             outcome=outcome,

@@ -69,7 +69,8 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True):
     group_item_title: str
     start_date: str
     end_date: str
-    fee_rate: float
+    fee_rate: int
+    """Taker fee rate in micro-units (0.07 -> 70_000), as MarketInfo carries it."""
     fee_exponent: int
     volume: int
     liquidity: int
@@ -139,9 +140,10 @@ def _initial_tick(rng: random.Random, fair: int) -> int:
 
 
 class _Builder:
-    def __init__(self, seed: int, min_order_size: int) -> None:
+    def __init__(self, seed: int, min_order_size: int, fee_rate: int = 0) -> None:
         self.seed = seed
         self.min_order_size = min_order_size * MICROS
+        self.fee_rate = fee_rate
         self.rng = seeded_random(seed, "universe")
         self.markets: list[SimMarket] = []
         self.events: list[SimEvent] = []
@@ -180,7 +182,7 @@ class _Builder:
             group_item_title=group_item_title,
             start_date=_iso(start),
             end_date=_iso(end),
-            fee_rate=0.0,
+            fee_rate=self.fee_rate,
             fee_exponent=1,
             volume=int(rng.lognormvariate(11, 2)) * MICROS,
             liquidity=int(rng.lognormvariate(10, 1.5)) * MICROS,
@@ -255,9 +257,11 @@ def build_universe(
     neg_risk_events: int,
     outcomes_per_event: int,
     min_order_size: int,
+    fee_rate: int = 0,
 ) -> Universe:
-    """The markets and events of a seed: binary markets first, then neg-risk outcomes."""
-    builder = _Builder(seed, min_order_size)
+    """The markets and events of a seed: binary markets first, then neg-risk outcomes.
+    ``fee_rate`` is every market's taker fee rate in micro-units."""
+    builder = _Builder(seed, min_order_size, fee_rate)
     for index in range(binary_markets):
         builder.binary(index)
     next_index = binary_markets
@@ -267,8 +271,10 @@ def build_universe(
     return Universe(markets=builder.markets, events=builder.events)
 
 
-def new_market(seed: int, index: int, min_order_size: int) -> tuple[SimMarket, SimEvent]:
+def new_market(
+    seed: int, index: int, min_order_size: int, fee_rate: int = 0
+) -> tuple[SimMarket, SimEvent]:
     """A market created after start (``new_market``), with ids derived from its index."""
-    builder = _Builder(seed + 7919 * (index + 1), min_order_size)
+    builder = _Builder(seed + 7919 * (index + 1), min_order_size, fee_rate)
     builder.binary(index)
     return builder.markets[0], builder.events[0]
