@@ -94,6 +94,15 @@ def postgres_server() -> Iterator[PostgresServerInfo]:
 
 
 @pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: that is 0700, and PostgreSQL may run as another user.
+    path = Path(tempfile.mkdtemp(prefix="polybus-up-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def namespace() -> Namespace:
     token = uuid.uuid4().hex[:10]
     return Namespace(subject_prefix=f"t{token}", stream_prefix=f"T{token}_")

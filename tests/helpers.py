@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 
 async def eventually(
@@ -25,3 +30,45 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(poll)
+
+
+# -- `polybus` as an operator runs it (subprocesses) ------------------------------------------
+async def polybus(*args: str, cwd: Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus.common.cli", *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    stdout, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode()
+
+
+async def start_up(config: Path, workdir: Path) -> asyncio.subprocess.Process:
+    with (workdir / "up.log").open("ab") as log:  # the child keeps its own descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "polybus.common.cli", "up", "--config", str(config),
+            cwd=workdir, stdout=log, stderr=log,
+        )  # fmt: skip
+
+
+async def healthy_status(
+    config: Path, workdir: Path, services: frozenset[str] = frozenset({"supervisor"})
+) -> dict[str, Any]:
+    """Poll ``polybus status --json`` until it exits 0 with every one of ``services`` healthy."""
+    status: dict[str, Any] = {}
+
+    async def is_healthy() -> bool:
+        code, out = await polybus("status", "--json", "--config", str(config), cwd=workdir)
+        status.clear()
+        status.update(json.loads(out))
+        healthy = {service["service"] for service in status["services"] if service["healthy"]}
+        return code == 0 and services <= healthy
+
+    await eventually(is_healthy, 90, f"polybus status to report {sorted(services)} healthy", 0.5)
+    return status
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    """SIGTERM, as an init system or Ctrl-C would; returns the exit code."""
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 60)

@@ -3,13 +3,7 @@ SIGTERM with exit 0, and keeps its data across restarts."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import signal
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -18,16 +12,7 @@ import pytest
 
 from polybus.common.infra import free_port
 from tests.conftest import STREAMS_FILE
-from tests.helpers import eventually
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Not pytest's tmp_path: that is 0700, and PostgreSQL may run as another user.
-    path = Path(tempfile.mkdtemp(prefix="polybus-up-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from tests.helpers import healthy_status, polybus, start_up, stop
 
 
 def write_config(workdir: Path) -> tuple[Path, int, int]:
@@ -58,41 +43,6 @@ enabled = false
     return config, nats_port, postgres_port
 
 
-async def polybus(*args: str, cwd: Path) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus.common.cli", *args, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    stdout, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode()
-
-
-async def start_up(config: Path, workdir: Path) -> asyncio.subprocess.Process:
-    with (workdir / "up.log").open("ab") as log:  # the child keeps its own descriptor
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "polybus.common.cli", "up", "--config", str(config),
-            cwd=workdir, stdout=log, stderr=log,
-        )  # fmt: skip
-
-
-async def healthy_status(config: Path, workdir: Path) -> dict[str, object]:
-    status: dict[str, object] = {}
-
-    async def is_healthy() -> bool:
-        code, out = await polybus("status", "--json", "--config", str(config), cwd=workdir)
-        status.update(json.loads(out))
-        return code == 0 and any(s["service"] == "supervisor" for s in status["services"])  # type: ignore[index,union-attr]
-
-    await eventually(is_healthy, 90, "polybus status --json to report healthy", poll=0.5)
-    return status
-
-
-async def stop(process: asyncio.subprocess.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 60)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_up_reports_healthy_stops_cleanly_and_keeps_data(workdir: Path) -> None:
@@ -106,7 +56,7 @@ async def test_up_reports_healthy_stops_cleanly_and_keeps_data(workdir: Path) ->
             "reachable": True,
             "error": "",
         }
-        assert {s["name"] for s in status["streams"]} >= {"MD", "INTENT", "EXEC"}  # type: ignore[index,union-attr]
+        assert {s["name"] for s in status["streams"]} >= {"MD", "INTENT", "EXEC"}
         # Leave something in each store.
         nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
         await nc.jetstream().publish("md.polymarket.0.book.1", b"{}")
@@ -123,7 +73,7 @@ async def test_up_reports_healthy_stops_cleanly_and_keeps_data(workdir: Path) ->
     again = await start_up(config, workdir)
     try:
         status = await healthy_status(config, workdir)
-        [md] = [s for s in status["streams"] if s["name"] == "MD"]  # type: ignore[index,union-attr]
+        [md] = [s for s in status["streams"] if s["name"] == "MD"]
         assert md["messages"] == 1
         db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{postgres_port}/polybus")
         assert await db.fetchval("SELECT x FROM kept") == 42
