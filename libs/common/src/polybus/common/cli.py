@@ -68,8 +68,11 @@ def load(path: Path) -> Config:
 
 @app.command()
 def up(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Run the whole system: embedded NATS and PostgreSQL unless URLs are configured, then every
-    service as a supervised process. Ctrl-C stops services, then servers."""
+    """Run the whole system, supervised; Ctrl-C stops services, then servers.
+
+    NATS and PostgreSQL start embedded (data under ./var) unless the config names their URLs;
+    then every service runs as its own supervised process.
+    """
     from polybus.common.infra.up import up as run_up
 
     loaded = load(config)
@@ -81,8 +84,10 @@ def status(
     config: ConfigOption = DEFAULT_CONFIG,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Reachability of NATS and PostgreSQL, service heartbeats, stream counts and consumer lag.
-    Exits 1 when anything is unhealthy."""
+    """NATS and PostgreSQL reachability, service heartbeats, streams and consumer lag.
+
+    Exits 1 when anything is unhealthy.
+    """
     from polybus.common.status import collect_status
 
     result = asyncio.run(collect_status(load(config)))
@@ -258,8 +263,10 @@ def replay(
 def config_check(
     file: Annotated[Path, typer.Argument(help="Deployment config file to validate.")],
 ) -> None:
-    """Validate a config file (and the secrets file it names); print the effective config with
-    secrets redacted. Exits 2 naming the bad key and value."""
+    """Validate a config file and print the effective config, secrets redacted.
+
+    The secrets file it names is checked too. Exits 2 naming the bad key and value.
+    """
     loaded = load(file)
     typer.echo(json.dumps(loaded.effective(), indent=2, sort_keys=True))
 
