@@ -84,3 +84,26 @@ def test_grafana_dashboard_uses_the_provisioned_datasource() -> None:
     assert dashboard["panels"]
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
     assert all(p["targets"][0]["expr"].count("polybus_") for p in dashboard["panels"])
+
+
+def test_every_dashboard_metric_exists() -> None:
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import polybus.common.metrics
+    import polybus.ingest.metrics
+    import polybus.recorder.metrics  # noqa: F401 - registers the services' metrics
+
+    known = {
+        sample_name
+        for metric in REGISTRY.collect()
+        for sample_name in (metric.name, f"{metric.name}_total", f"{metric.name}_bucket")
+    }
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/polybus-overview.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for name in re.findall(r"polybus_[a-z_]+", panel["targets"][0]["expr"])
+    }
+    assert used - known == set()
