@@ -390,6 +390,11 @@ class IngestEngine:
         subject = self.subjects.market(self.group_partition(info.condition_id), info.condition_id)
         self._emit(subject, info, info.event_id)
 
+    def _track(self, asset_id: str, condition_id: str, now_ns: int) -> AssetTrack | None:
+        """The asset's track, auto-tracked in replay; None for an asset not followed."""
+        track = self.tracks.get(asset_id)
+        return track if track is not None else self._auto_track(asset_id, condition_id, now_ns)
+
     def _auto_track(self, asset_id: str, condition_id: str, now_ns: int) -> AssetTrack | None:
         if not self.auto_track:
             self.stats.untracked += 1
@@ -719,11 +724,9 @@ class IngestEngine:
     def _on_book(
         self, message: PolymarketBook | PolymarketOrderBookSummary, recv_ns: int, *, rest: bool
     ) -> None:
-        track = self.tracks.get(message.asset_id)
+        track = self._track(message.asset_id, message.market, recv_ns)
         if track is None:
-            track = self._auto_track(message.asset_id, message.market, recv_ns)
-            if track is None:
-                return
+            return
         if track.state is State.CLOSED:
             return
         timestamp = timestamp_ms(message.timestamp)
@@ -894,11 +897,9 @@ class IngestEngine:
 
     # == other venue events =======================================================================
     def _on_trade(self, message: PolymarketLastTradePrice, recv_ns: int) -> None:
-        track = self.tracks.get(message.asset_id)
+        track = self._track(message.asset_id, message.market, recv_ns)
         if track is None:
-            track = self._auto_track(message.asset_id, message.market, recv_ns)
-            if track is None:
-                return
+            return
         price = price_micros(message.price)
         size = parse_size(message.size)
         side = parse_side(message.side)
@@ -924,11 +925,9 @@ class IngestEngine:
         self._emit(track.trade_subject, trade, trade.event_id)
 
     def _on_tick_size_change(self, message: PolymarketTickSizeChange, recv_ns: int) -> None:
-        track = self.tracks.get(message.asset_id)
+        track = self._track(message.asset_id, message.market, recv_ns)
         if track is None:
-            track = self._auto_track(message.asset_id, message.market, recv_ns)
-            if track is None:
-                return
+            return
         new_tick = parse_tick_size(message.new_tick_size)
         old_tick = parse_tick_size(message.old_tick_size)
         timestamp = timestamp_ms(message.timestamp)
