@@ -1,0 +1,1 @@
+"""polybus.executor: where intents become orders — risk gate, venue adapters, reconciliation."""
