@@ -1,6 +1,6 @@
 """Recorder throughput into PostgreSQL, beside a raw COPY of the same rows in the same run.
 
-    uv run python bench/recorder.py [--events 200000] [--batch 5000]
+    uv run python -m bench.recorder [--events 200000] [--batch 5000]
 
 Starts its own PostgreSQL (the embedded launcher, fsync on, as ``polybus up`` runs it) and
 nats-server on loopback, migrates a fresh database and measures, over a venue-like
@@ -44,9 +44,9 @@ from polybus.common.subjects import Namespace
 from polybus.recorder.config import RecorderSettings
 from polybus.recorder.migrations import migrate
 from polybus.recorder.recorder import build_loop
-from polybus.recorder.samples import market_data, subject_for
 from polybus.recorder.store import PostgresStore
 from polybus.recorder.tables import EVENT_TABLES, TABLE_FOR_TYPE, Row, Source, Table
+from tests.samples import market_data, subject_for
 
 REPO = Path(__file__).resolve().parents[1]
 

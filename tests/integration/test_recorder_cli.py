@@ -27,9 +27,9 @@ from polybus.common.events import (
 )
 from polybus.recorder.cli import commands
 from polybus.recorder.migrations import migrate
-from polybus.recorder.samples import condition_id, one_of_each, token_id
 from polybus.recorder.store import PostgresStore
 from polybus.recorder.tables import TABLE_FOR_TYPE, Row, Source, Table, nanoseconds
+from tests.samples import condition_id, one_of_each, token_id
 
 ASSET, MARKET = token_id(500), condition_id(500)
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -23,11 +23,11 @@ from polybus.common.infra.postgres import SUPERUSER, ensure_database, postgres_s
 from polybus.common.streams import Definitions, load_definitions
 from polybus.recorder.config import RecorderSettings
 from polybus.recorder.migrations import migrate
-from polybus.recorder.samples import market_data, subject_for
 from polybus.recorder.tables import MARKET_DATA_TABLES
 from tests.conftest import STREAMS_FILE, NatsServerInfo
 from tests.helpers import eventually
 from tests.integration.test_recorder_roundtrip import run_recorder
+from tests.samples import market_data, subject_for
 
 pytestmark = pytest.mark.slow
 

@@ -33,11 +33,11 @@ from polybus.recorder.config import RecorderSettings
 from polybus.recorder.migrations import migrate
 from polybus.recorder.recorder import ConsumerLoop, build_loops
 from polybus.recorder.replay import replay
-from polybus.recorder.samples import BASE_NS, one_of_each, subject_for
 from polybus.recorder.store import PostgresStore
 from polybus.recorder.tables import EVENT_TABLES, timestamp
 from tests.conftest import NatsServerInfo
 from tests.helpers import eventually
+from tests.samples import BASE_NS, one_of_each, subject_for
 
 MARKET_DATA = (
     BookSnapshot,

@@ -16,10 +16,10 @@ from polybus.common.infra import free_port
 from polybus.common.plugins import discover_plugins, section_types
 from polybus.common.streams import Definitions
 from polybus.recorder.migrations import MigrationError, migrate
-from polybus.recorder.samples import market_data, subject_for
 from polybus.recorder.service import run
 from tests.conftest import STREAMS_FILE, NatsServerInfo
 from tests.helpers import eventually
+from tests.samples import market_data, subject_for
 
 
 async def test_the_service_refuses_a_database_migrated_by_a_newer_polybus(

@@ -9,7 +9,6 @@ import pytest
 
 from polybus.common.events import Event, MarketInfo, type_name
 from polybus.recorder.migrations import migrate
-from polybus.recorder.samples import one_of_each
 from polybus.recorder.store import PostgresStore, RowsRejected
 from polybus.recorder.tables import (
     ALL_TABLES,
@@ -20,6 +19,7 @@ from polybus.recorder.tables import (
     Source,
     Table,
 )
+from tests.samples import one_of_each
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from polybus.common.streams import Definitions, load_definitions
 from polybus.common.subjects import Namespace
 from polybus.recorder.config import RecorderSettings
 from polybus.recorder.recorder import ConsumerLoop
-from polybus.recorder.samples import market_data, one_of_each, subject_for
 from polybus.recorder.store import MemoryStore
 from polybus.recorder.tables import (
     BOOK_DELTAS,
@@ -29,6 +28,7 @@ from polybus.recorder.tables import (
 )
 from tests.conftest import STREAMS_FILE
 from tests.helpers import eventually
+from tests.samples import market_data, one_of_each, subject_for
 
 SETTINGS = RecorderSettings(
     batch_max_events=50,

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from polybus.recorder.samples import one_of_each
 from polybus.recorder.store import PostgresStore, RowsRejected, StoreUnavailable
 from polybus.recorder.tables import TABLE_FOR_TYPE, Source
+from tests.samples import one_of_each
 
 
 class BrokenConnection:

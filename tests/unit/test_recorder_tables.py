@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from polybus.common.events import AnyEvent, BookDelta, BookSnapshot, Level, LevelChange
-from polybus.recorder.samples import market_data, one_of_each
 from polybus.recorder.tables import (
     ALL_TABLES,
     BOOK_DELTAS,
@@ -21,6 +20,7 @@ from polybus.recorder.tables import (
     partition_of_subject,
     timestamp,
 )
+from tests.samples import market_data, one_of_each
 
 SOURCE = Source("MD", 42, "md.polymarket.3.delta.123")
 

@@ -1,5 +1,8 @@
 """Synthetic events for the recorder's tests and benchmark: every type, and a market-data load.
 
+Test data, not product: it lives with the tests; ``python -m bench.recorder`` (run from the
+repository's root) imports it from here too.
+
 Ids look like the venue's (77-digit token ids, 0x-prefixed 64-hex condition ids), so row sizes
 and the disk figures of the benchmark are realistic.
 """
@@ -290,7 +293,7 @@ def subject_for(subjects: Subjects, event: Event, partitions: int = 16) -> str:
 def market_data(count: int, *, assets: int = 50, seed: int = 7) -> Iterator[MarketDataEvent]:
     """A market-data load like the venue's: a snapshot per asset, then mostly one- or two-level
     deltas, some trades and the odd status change; seq +1 per asset for book events."""
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
+    rng = random.Random(seed)
     seqs = [0] * assets
     ts = BASE_NS
     for n in range(count):
