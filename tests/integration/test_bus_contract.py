@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from polybus.common.bus import Bus, Delivery, Message, PublishError, consume
+from polybus.common.bus import Bus, Delivery, Message, PublishError, PullConsumer, consume
 from polybus.common.bus.memory_bus import MemoryBus, subject_matches
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import DeadLetter, decode
 from polybus.common.streams import ConsumerDefinition, Definitions, StreamDefinition
 from polybus.common.subjects import Namespace
 from tests.conftest import NatsServerInfo
+from tests.helpers import eventually
 
 DEFINITIONS = Definitions(
     stream=(StreamDefinition(name="WORK", subjects=("work.>",), duplicate_window_s=60),),
@@ -78,9 +79,14 @@ async def test_publish_then_durable_consume_then_ack(any_bus: Bus) -> None:
     assert [d.stream_sequence for d in handled] == [1, 2, 3, 4, 5]
     assert [decode(d.data) for d in handled] == [letter(n) for n in range(5)]
     assert all(d.headers["Polybus-Type"] == "DeadLetter" for d in handled)  # persistent ones
-    # Everything was acked: nothing comes back after the ack wait.
-    await asyncio.sleep(1.2)
-    assert await any_bus.pull_consumer("WORK", "worker").fetch(10, 0.3) == []
+    # Everything was acked: the server holds no delivery that could come back after the ack wait.
+    consumer = any_bus.pull_consumer("WORK", "worker")
+    await eventually(lambda: _none_unacked(consumer), 5, "the acks to reach the server")
+    assert await consumer.fetch(10, 0.3) == []
+
+
+async def _none_unacked(consumer: PullConsumer) -> bool:
+    return await consumer.unacked() == 0
 
 
 async def test_a_failed_handler_gets_the_message_again(any_bus: Bus) -> None:
@@ -97,6 +103,7 @@ async def test_unacked_messages_are_redelivered_after_the_ack_wait(any_bus: Bus)
     consumer = any_bus.pull_consumer("WORK", "worker")
     first = await consumer.fetch(1, 2)
     assert len(first) == 1  # ...and never acked
+    assert await consumer.unacked() == 1
     again = await consumer.fetch(1, 3)
     assert len(again) == 1
     assert again[0].stream_sequence == first[0].stream_sequence

@@ -82,6 +82,10 @@ class PullConsumer(Protocol):
         """Up to ``batch`` messages; an empty list if none arrived within ``timeout``."""
         ...
 
+    async def unacked(self) -> int:
+        """How many delivered messages still wait for an ack: each one will be redelivered."""
+        ...
+
 
 class Subscription(Protocol):
     async def unsubscribe(self) -> None: ...

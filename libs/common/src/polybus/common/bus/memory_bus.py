@@ -171,6 +171,9 @@ class _MemoryPullConsumer:
             self._pending[stored.sequence] = now + self._ack_wait
         return _MemoryDelivery(self, stored, count)
 
+    async def unacked(self) -> int:
+        return len(self._pending)
+
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

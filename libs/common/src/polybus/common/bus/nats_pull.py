@@ -167,6 +167,11 @@ class NatsPullConsumer:
         taken, self._messages = self._messages[:batch], self._messages[batch:]
         return [NatsDelivery(msg) for msg in taken]
 
+    async def unacked(self) -> int:
+        """The server's count of deliveries awaiting an ack (acks reach it asynchronously)."""
+        info = await self._nc.jetstream().consumer_info(self.stream, self.name)
+        return info.num_ack_pending or 0
+
     async def close(self) -> None:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
