@@ -164,3 +164,31 @@ def test_unknown_fields_are_ignored_so_wire_structs_can_grow() -> None:
 def test_an_unknown_type_is_a_decode_error() -> None:
     with pytest.raises(msgspec.ValidationError):
         events.decode(b'{"type":"NoSuchEvent","event_id":"x","ts_event":1,"ts_init":1}')
+
+
+def test_executor_fields_are_additive_an_intent_without_them_is_unfenced() -> None:
+    intent = next(e for e in SAMPLES if isinstance(e, OrderIntent))
+    data = msgspec.json.decode(events.encode(intent))
+    for added in ("partition", "lease_revision"):
+        del data[added]
+    decoded = events.intent_decoder.decode(msgspec.json.encode(data))
+    assert decoded == intent
+    assert (decoded.partition, decoded.lease_revision) == (0, 0)
+
+
+def test_older_order_events_and_positions_decode_with_defaults_for_new_fields() -> None:
+    order_event = next(e for e in SAMPLES if isinstance(e, OrderEvent))
+    order = msgspec.json.decode(events.encode(order_event))
+    del order["detail"]
+    assert events.decode(msgspec.json.encode(order)) == order_event
+    position_event = next(e for e in SAMPLES if isinstance(e, PositionSnapshot))
+    position = msgspec.json.decode(events.encode(position_event))
+    for added in (
+        "provisional_average_price",
+        "provisional_realized_pnl",
+        "fees",
+        "mark_price",
+        "unrealized_pnl",
+    ):
+        del position[added]
+    assert events.decode(msgspec.json.encode(position)) == position_event

@@ -159,6 +159,12 @@ class OrderIntent(Event, frozen=True, kw_only=True):
     expires_at_ns: int = 0
     target_intent_id: str = ""
     reason: str = ""
+    partition: int = 0
+    """The partition of the market's group key (DESIGN §4) the strategy drove it under."""
+    lease_revision: int = 0
+    """The revision of the strategy replica's partition lease when it made this intent; the
+    executor refuses an intent whose revision is no longer current (fencing, DESIGN §5).
+    0: made without a lease (a single replica), not fenced."""
 
 
 OrderStatus = Literal[
@@ -188,6 +194,34 @@ class OrderEvent(Event, frozen=True, kw_only=True):
     size: int = 0
     filled_size: int = 0
     reason: str = ""
+    """For ``rejected``: a stable code (:data:`RejectReason` for the executor's own refusals,
+    ``venue_rejected`` for the venue's); for other states a short cause."""
+    detail: str = ""
+    """Human-readable detail of ``reason`` (the venue's message, the limit and the value)."""
+
+
+RejectReason = Literal[
+    "malformed_intent",
+    "invalid_intent",
+    "unknown_market",
+    "unknown_order",
+    "price_out_of_range",
+    "off_tick",
+    "below_min_size",
+    "intent_too_old",
+    "book_not_live",
+    "max_order_notional",
+    "max_notional_per_minute",
+    "max_open_orders",
+    "max_position_market",
+    "max_position_total",
+    "loss_stop",
+    "halted",
+    "breaker_open",
+    "stale_lease",
+    "venue_rejected",
+]
+"""Why an order was rejected: the stable codes of ``OrderEvent.reason`` (docs/executor.md)."""
 
 
 SettlementStatus = Literal["MATCHED", "MINED", "CONFIRMED", "RETRYING", "FAILED"]
@@ -221,12 +255,22 @@ class PositionSnapshot(Event, frozen=True, kw_only=True):
     """Signed shares including fills that are matched but not yet confirmed."""
     average_price: int = 0
     realized_pnl: int = 0
+    """pUSD micro-units from CONFIRMED fills, fees included."""
+    provisional_average_price: int = 0
+    provisional_realized_pnl: int = 0
+    """As ``average_price``/``realized_pnl``, including matched but unconfirmed fills."""
+    fees: int = 0
+    """Fees paid on the counted (not FAILED) fills, pUSD micro-units."""
+    mark_price: int = 0
+    unrealized_pnl: int = 0
+    """The provisional position valued at ``mark_price`` against its cost (0 without a mark)."""
 
 
 class RiskEvent(Event, frozen=True, kw_only=True):
     strategy_id: str
     kind: Literal["limit_hit", "halt", "resume"]
     limit: str = ""
+    """The limit or switch concerned (a :data:`RejectReason` code such as ``breaker_open``)."""
     detail: str = ""
     condition_id: str = ""
 
