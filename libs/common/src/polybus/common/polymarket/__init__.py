@@ -1,2 +1,3 @@
-"""Polymarket's own wire formats, shared by the simulator (which writes them) and the ingest
-(which reads them): the market-channel schemas and the venue's book-hash rule."""
+"""Polymarket's own wire formats, shared by the simulator (which writes them) and the services
+that read them: the market-channel and CLOB market-data schemas, the venue's book-hash rule, and
+the trading schemas (CLOB order, cancel, heartbeat and query bodies; user-channel frames)."""
