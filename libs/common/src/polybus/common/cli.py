@@ -5,7 +5,9 @@ installed service adds ``polybus <service>`` and its own commands through its pl
 (:mod:`polybus.common.plugins`).
 
 Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 runtime failure or an
-unhealthy ``status``, 2 bad usage or an invalid config file.
+unhealthy ``status``, 2 bad usage or an invalid config file. Every error a user can cause is one
+line on stderr (:func:`fail`), never a traceback; commands that connect to NATS once give up
+after ``--connect-timeout`` (:func:`connect_bus`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from polybus.common.config import Config, ConfigError, load_config
+# Typer vendors click and exports only some of its exceptions; main() needs the base ones.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+from polybus.common.config import Config, ConfigError, load_config, redact_url
 from polybus.common.logs import configure_logging
 from polybus.common.plugins import (
     ServicePlugin,
@@ -31,6 +39,9 @@ from polybus.common.plugins import (
     load_callable,
     section_types,
 )
+
+if TYPE_CHECKING:
+    from polybus.common.bus.nats_bus import NatsBus
 
 DEFAULT_CONFIG = Path("config/default.toml")
 
@@ -54,16 +65,98 @@ config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 app.add_typer(streams_app, name="streams")
 app.add_typer(config_app, name="config")
 
-_stderr = Console(stderr=True)
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``message`` as one line on stderr; return the Exit to raise with ``code``."""
+    # Plain text: a rich console would wrap a long message (a path, an id) over several lines.
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
 
 
 def load(path: Path) -> Config:
-    """Load a deployment file for a command; an invalid one exits 2 with the reason."""
+    """Load a deployment file for a command, with the streams file it uses.
+
+    Any problem exits 2 with one line naming the file and the key.
+    """
+    from polybus.common.streams import load_definitions
+
     try:
-        return load_config(path, section_types(discover_plugins()))
+        config = load_config(path, section_types(discover_plugins()))
     except ConfigError as error:
-        _stderr.print(f"[bold red]config error:[/] {error}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
+        raise fail(f"config error: {error}", 2) from None
+    try:
+        load_definitions(Path(config.deployment.bus.streams_file))
+    except ConfigError as error:
+        raise fail(f"config error: config file {path}: bus.streams_file: {error}", 2) from None
+    return config
+
+
+def _parse_seconds(text: str | float) -> float:
+    # Typer passes the (float) default through the parser too.
+    number = text if isinstance(text, float) else text.strip().removesuffix("s")
+    try:
+        seconds = float(number)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise typer.BadParameter(f"{text!r} is not a positive number of seconds, like 5s or 0.5")
+    return seconds
+
+
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        parser=_parse_seconds,
+        metavar="SECONDS",
+        help="Give up (exit 1) when NATS cannot be reached within this time, e.g. 5s.",
+    ),
+]
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
+@contextlib.contextmanager
+def _quiet_bus_logs() -> Iterator[None]:
+    # nats-py reports every failed attempt through the bus's error callback, a warning line a
+    # second; a one-shot command sums them up in its own single line instead.
+    bus_logger = logging.getLogger("polybus.bus")
+    level = bus_logger.level
+    bus_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bus_logger.setLevel(level)
+
+
+async def connect_bus(config: Config, *, name: str, timeout_s: float) -> NatsBus:
+    """Connect a one-shot command to the deployment's NATS, trying for at most ``timeout_s``.
+
+    Once connected the bus reconnects as usual; if it never connects, this raises the Exit of
+    :func:`fail` (code 1) naming the server, its password redacted.
+    """
+    from nats.errors import Error as NatsError
+
+    from polybus.common.bus.nats_bus import NatsBus
+
+    url = config.nats_url()
+    with _quiet_bus_logs():
+        try:
+            return await asyncio.wait_for(
+                NatsBus.connect(
+                    url,
+                    name=name,
+                    namespace=config.namespace(),
+                    secrets=config.secrets,
+                    connect_timeout=min(timeout_s, config.deployment.bus.connect_timeout_s),
+                ),
+                timeout_s,
+            )
+        except (TimeoutError, OSError, NatsError) as error:
+            reason = "" if isinstance(error, TimeoutError) else f" ({type(error).__name__})"
+            raise fail(
+                f"cannot reach NATS at {redact_url(url)} within {timeout_s:g}s{reason}", 1
+            ) from None
 
 
 @app.command()
@@ -83,14 +176,17 @@ def up(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def status(
     config: ConfigOption = DEFAULT_CONFIG,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
     """NATS and PostgreSQL reachability, service heartbeats, streams and consumer lag.
 
-    Exits 1 when anything is unhealthy.
+    Exits 1 when anything is unhealthy, saying why.
     """
     from polybus.common.status import collect_status
 
-    result = asyncio.run(collect_status(load(config)))
+    loaded = load(config)
+    with _quiet_bus_logs():  # an unreachable server is reported in the output instead
+        result = asyncio.run(collect_status(loaded, connect_timeout_s=connect_timeout))
     if json_output:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:
@@ -127,36 +223,49 @@ def _print_status(result: object) -> None:
         for consumer in stream.consumers:
             streams.add_row("", "", "", consumer.name, str(consumer.lag), str(consumer.redelivered))
     console.print(streams)
+    for service in result.services:
+        if service.reason:
+            console.print(
+                f"[red]{service.service} {service.instance} {service.status}:[/] {service.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print("[green]healthy[/]" if result.healthy else "[red]unhealthy[/]")
 
 
 @streams_app.command("apply")
-def streams_apply(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Create or update the streams, consumers and KV buckets of the streams file (idempotent)."""
-    from polybus.common.bus.nats_bus import NatsBus
+def streams_apply(
+    config: ConfigOption = DEFAULT_CONFIG,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+) -> None:
+    """Create or update the streams, consumers and KV buckets of the streams file (idempotent).
+
+    The file is bus.streams_file, or the definitions built into polybus when the config names
+    none.
+    """
+    from nats.errors import Error as NatsError
+
     from polybus.common.streams import apply, load_definitions
 
     loaded = load(config)
     try:
-        definitions = load_definitions(loaded.resolve(loaded.deployment.bus.streams_file))
+        definitions = load_definitions(Path(loaded.deployment.bus.streams_file))
     except ConfigError as error:
-        _stderr.print(f"[bold red]config error:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(f"config error: {error}", 2) from None
 
     async def run() -> list[str]:
-        bus = await NatsBus.connect(
-            loaded.nats_url(),
-            name="polybus-streams-apply",
-            namespace=loaded.namespace(),
-            secrets=loaded.secrets,
-            reconnect=False,
-        )
+        bus = await connect_bus(loaded, name="polybus-streams-apply", timeout_s=connect_timeout)
         try:
             return [change.describe() for change in await apply(bus.js, definitions, bus.namespace)]
         finally:
             await bus.drain()
 
-    changes = asyncio.run(run())
+    try:
+        changes = asyncio.run(run())
+    except ConfigError as error:  # a stream whose storage cannot change in place
+        raise fail(f"cannot apply: {error}", 1) from None
+    except (NatsError, TimeoutError) as error:
+        raise fail(f"cannot apply: the server refused or did not answer: {error!r}", 1) from None
     for line in changes:
         typer.echo(line)
     if all(line.endswith(": unchanged") for line in changes):
@@ -172,24 +281,28 @@ def tail(
     json_output: Annotated[
         bool, typer.Option("--json", help="Raw JSON, one event per line.")
     ] = False,
-    count: Annotated[int, typer.Option(help="Stop after this many messages (0: never).")] = 0,
+    count: Annotated[
+        int, typer.Option(min=0, help="Stop after this many messages (0: never).")
+    ] = 0,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
     """Print the events on a subject as they arrive, decoded with polybus's schemas.
 
     The deployment's subject prefix is put in front of SUBJECT. Ctrl-C stops.
     """
     from polybus.common.bus import Message
-    from polybus.common.bus.nats_bus import NatsBus
     from polybus.common.events import DecodeError, decode
+    from polybus.common.subjects import check_subject_pattern
 
+    try:
+        check_subject_pattern(subject)
+    except ValueError as error:
+        raise fail(f"bad subject: {error}", 2) from None
     loaded = load(config)
     console = Console(highlight=False)
 
     async def run() -> None:
-        bus = await NatsBus.connect(
-            loaded.nats_url(), name="polybus-tail", namespace=loaded.namespace(),
-            secrets=loaded.secrets,
-        )  # fmt: skip
+        bus = await connect_bus(loaded, name="polybus-tail", timeout_s=connect_timeout)
         seen = 0
         done = asyncio.Event()
 
@@ -237,12 +350,10 @@ def replay(
     """Replay a capture file offline (FILE), or recorded market data from the store (--from-db)."""
     plugins = discover_plugins()
     if from_db == (file is not None):
-        _stderr.print("give either a capture FILE or --from-db", highlight=False)
-        raise typer.Exit(2)
+        raise fail("give either a capture FILE or --from-db", 2)
     hook = find_hook(plugins, "replay_store" if from_db else "replay_capture")
     if hook is None:
-        _stderr.print("the service that implements this replay is not installed", highlight=False)
-        raise typer.Exit(2)
+        raise fail("the service that implements this replay is not installed", 2)
     if file is not None:
         raise typer.Exit(hook(file, json_output=json_output))
     raise typer.Exit(
@@ -265,7 +376,8 @@ def config_check(
 ) -> None:
     """Validate a config file and print the effective config, secrets redacted.
 
-    The secrets file it names is checked too. Exits 2 naming the bad key and value.
+    The files it names are checked too: the secrets file (exists, not readable by group or
+    others, valid) and the streams file (parses, validates). Exits 2 naming the file and key.
     """
     loaded = load(file)
     typer.echo(json.dumps(loaded.effective(), indent=2, sort_keys=True))
@@ -276,7 +388,11 @@ def _add_service(plugin: ServicePlugin) -> None:
         loaded = load(config)
         log = loaded.deployment.log
         configure_logging(log.level, log.format, service=plugin.name)
-        asyncio.run(load_callable(plugin.run)(loaded))
+        from polybus.common.runtime import ServiceStopped
+
+        # Stopped by a signal before it had started (e.g. while NATS was unreachable): exit 0.
+        with contextlib.suppress(ServiceStopped):
+            asyncio.run(load_callable(plugin.run)(loaded))
 
     app.command(name=plugin.name, help=plugin.help)(run_service)
     if plugin.commands is not None:
@@ -290,7 +406,20 @@ def main() -> None:
     configure_logging("warning")
     for plugin in discover_plugins().values():
         _add_service(plugin)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = fail("aborted", 1).exit_code
+    except NoArgsIsHelpError as error:
+        error.show()
+        code = error.exit_code
+    except ClickException as error:
+        # Click's own report is a usage box over several lines; ours is the one line.
+        context = getattr(error, "ctx", None)
+        where = f"{context.command_path}: " if context else ""
+        hint = f" (see {context.command_path} --help)" if context else ""
+        code = fail(f"{where}{error.format_message()}{hint}", error.exit_code).exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ exception ever shows one.
 A deployment file has the common sections below, and one section per service (``[ingest]``,
 ``[recorder]``, …) whose Struct the service itself declares (see :mod:`polybus.common.plugins`).
 Relative file names (``secrets_file``, ``bus.streams_file``) are resolved against the config
-file's directory; ``embedded.var_dir`` against the working directory (``./var``).
+file's directory; ``embedded.var_dir`` against the working directory (``./var``). A config that
+names no streams file uses the definitions shipped inside this package
+(:data:`BUILTIN_STREAMS_FILE`), so a deployment file works wherever it is copied.
+
+Every problem is a :class:`ConfigError` whose message is one line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from polybus.common.subjects import Namespace
+from polybus.common.subjects import Namespace, Subjects
 
 REDACTED = "**********"
+
+BUILTIN_STREAMS_FILE = Path(__file__).with_name("streams.toml")
+"""The streams, consumers and KV buckets polybus ships (``config/streams.toml`` links here)."""
 
 
 class Secret:
@@ -53,7 +60,9 @@ class Secret:
         return isinstance(other, Secret) and other._value == self._value
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        # Equal secrets must hash alike, and a hash of the value would let anyone who sees it
+        # test guesses offline: every secret hashes the same (nothing keys on them in bulk).
+        return hash(Secret)
 
     def __reduce__(self) -> Any:
         # Pickling (e.g. into a multiprocessing queue) would copy the secret out verbatim.
@@ -80,7 +89,9 @@ class BusConfig(ConfigStruct, frozen=True):
     stream_prefix: str = ""
     """Prepended to every stream, consumer and KV bucket name (isolates test runs)."""
     partitions: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
-    streams_file: str = "streams.toml"
+    streams_file: str = ""
+    """The streams definitions; empty: the ones built into polybus (:data:`BUILTIN_STREAMS_FILE`).
+    A loaded :class:`Config` always holds the absolute path of the file in use."""
     ping_interval_s: PositiveSeconds = 5.0
     connect_timeout_s: PositiveSeconds = 5.0
 
@@ -219,6 +230,8 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {what} {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -240,12 +253,17 @@ def load_secrets(path: Path) -> Secrets:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read secrets file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"secrets file {path} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         # The decoder's message quotes the offending line, which may hold a secret.
         raise ConfigError(f"secrets file {path} is not valid TOML") from None
-    return convert_section(data, Secrets, secret=True)
+    try:
+        return convert_section(data, Secrets, secret=True)
+    except ConfigError as error:
+        raise ConfigError(f"secrets file {path}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -316,6 +334,31 @@ def load_config(path: Path | str, section_types: Mapping[str, type[msgspec.Struc
     """
     path = Path(path)
     raw = read_toml(path, "config file")
+    try:
+        deployment, sections = _decode(raw, section_types)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    path = path.resolve()
+    secrets = Secrets()
+    if deployment.secrets_file:
+        try:
+            secrets = load_secrets(path.parent / deployment.secrets_file)
+        except ConfigError as error:
+            raise ConfigError(f"config file {path}: secrets_file: {error}") from None
+    streams_file = (
+        (path.parent / deployment.bus.streams_file).resolve()
+        if deployment.bus.streams_file
+        else BUILTIN_STREAMS_FILE
+    )
+    deployment = msgspec.structs.replace(
+        deployment, bus=msgspec.structs.replace(deployment.bus, streams_file=str(streams_file))
+    )
+    return Config(path=path, deployment=deployment, secrets=secrets, sections=sections)
+
+
+def _decode(
+    raw: dict[str, Any], section_types: Mapping[str, type[msgspec.Struct]]
+) -> tuple[Deployment, dict[str, msgspec.Struct]]:
     common_fields = set(Deployment.__struct_fields__)
     sections: dict[str, msgspec.Struct] = {}
     common: dict[str, Any] = {}
@@ -328,19 +371,27 @@ def load_config(path: Path | str, section_types: Mapping[str, type[msgspec.Struc
             known = ", ".join(sorted(common_fields | set(section_types)))
             raise ConfigError(f"{key} = {value!r}: unknown key (known: {known})")
     deployment = convert_section(common, Deployment)
-    for key, url in (("bus.url", deployment.bus.url), ("database.url", deployment.database.url)):
+    bus = deployment.bus
+    for key, url in (("bus.url", bus.url), ("database.url", deployment.database.url)):
         if redact_url(url) != url:
             raise ConfigError(
                 f"{key} = {redact_url(url)!r}: a password does not belong in the config file; "
                 "put it in the secrets file"
             )
-    path = path.resolve()
-    secrets = (
-        load_secrets(path.parent / deployment.secrets_file)
-        if deployment.secrets_file
-        else Secrets()
-    )
-    return Config(path=path, deployment=deployment, secrets=secrets, sections=sections)
+    # Checked here so that a bad prefix fails at load naming its key, not deep in a service.
+    try:
+        Subjects(bus.subject_prefix)
+    except ValueError as error:
+        raise ConfigError(f"bus.subject_prefix = {bus.subject_prefix!r}: {error}") from None
+    if not _FORBIDDEN_IN_NAME.isdisjoint(bus.stream_prefix) or not bus.stream_prefix.isprintable():
+        raise ConfigError(
+            f"bus.stream_prefix = {bus.stream_prefix!r}: a stream name cannot contain "
+            "'.', '*', '>', '/', '\\' or whitespace"
+        )
+    return deployment, sections
+
+
+_FORBIDDEN_IN_NAME = frozenset(".*>/\\ \t")
 
 
 def redact_url(url: str) -> str:

@@ -2,7 +2,8 @@
 
 Reports whether NATS and PostgreSQL answer (URLs with passwords redacted), every service
 instance's last heartbeat from the ``HEALTH`` KV bucket, and each stream's message count with
-its consumers' lag (pending + unacknowledged).
+its consumers' lag (pending + unacknowledged). An instance that is not healthy carries the
+``reason``: its failing health checks, or how long it has been silent.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class ServiceStatus(msgspec.Struct, kw_only=True):
     healthy: bool
     last_heartbeat_age_s: float
     detail: str = ""
+    reason: str = ""
+    """Why the instance is not healthy (empty when it is, or when it stopped cleanly)."""
     pid: int = 0
     version: str = ""
 
@@ -66,12 +69,12 @@ class Status(msgspec.Struct, kw_only=True):
     streams: list[StreamStatus]
 
 
-async def _postgres(config: Config) -> ServerStatus:
+async def _postgres(config: Config, timeout_s: float) -> ServerStatus:
     url = config.database_url()
     password = config.secrets.database.password
     try:
         connection = await asyncpg.connect(
-            url, password=password.reveal() if password else None, timeout=3
+            url, password=password.reveal() if password else None, timeout=timeout_s
         )
         try:
             await connection.fetchval("SELECT 1")
@@ -101,19 +104,31 @@ async def _services(bus: NatsBus) -> list[ServiceStatus]:
             status = "stopped"
         else:
             status = health.status if age <= STALE_AFTER_S else "down"
+        healthy = health.status == "healthy" and age <= STALE_AFTER_S
         services.append(
             ServiceStatus(
                 service=health.service,
                 instance=health.instance,
                 status=status,
-                healthy=health.status == "healthy" and age <= STALE_AFTER_S,
+                healthy=healthy,
                 last_heartbeat_age_s=round(age, 3),
                 detail=health.detail,
+                reason=""
+                if healthy or status == "stopped"
+                else _reason(status, age, health.detail),
                 pid=health.pid,
                 version=health.version,
             )
         )
     return services
+
+
+def _reason(status: str, age_s: float, detail: str) -> str:
+    if status == "down":
+        return f"no heartbeat for {age_s:.0f}s (an instance is down after {STALE_AFTER_S:g}s)"
+    # The runtime's detail is "metrics URL; <check> ok|failing[: why]; ...": keep the failures.
+    failing = [part for part in detail.split("; ") if " failing" in part]
+    return "; ".join(failing) or detail or f"reported {status}"
 
 
 async def _streams(bus: NatsBus) -> list[StreamStatus]:
@@ -143,8 +158,9 @@ async def _streams(bus: NatsBus) -> list[StreamStatus]:
     return sorted(streams, key=lambda s: s.name)
 
 
-async def collect_status(config: Config) -> Status:
-    postgres_task = asyncio.ensure_future(_postgres(config))
+async def collect_status(config: Config, *, connect_timeout_s: float = 5.0) -> Status:
+    """Ask NATS and PostgreSQL (at the same time), each for at most ``connect_timeout_s``."""
+    postgres_task = asyncio.ensure_future(_postgres(config, connect_timeout_s))
     url = config.nats_url()
     services: list[ServiceStatus] = []
     streams: list[StreamStatus] = []
@@ -156,12 +172,13 @@ async def collect_status(config: Config) -> Status:
                 namespace=config.namespace(),
                 secrets=config.secrets,
                 reconnect=False,
-                connect_timeout=2,
+                connect_timeout=min(2.0, connect_timeout_s),
             ),
-            timeout=5,
+            timeout=connect_timeout_s,
         )
     except Exception as error:
-        nats_status = ServerStatus(url=redact_url(url), reachable=False, error=repr(error))
+        reason = str(error) or type(error).__name__
+        nats_status = ServerStatus(url=redact_url(url), reachable=False, error=reason)
     else:
         try:
             nats_status = ServerStatus(url=redact_url(url), reachable=True)

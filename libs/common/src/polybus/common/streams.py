@@ -1,6 +1,8 @@
 """JetStream streams, durable consumers and KV buckets, from checked-in config.
 
-``config/streams.toml`` is the one place they are defined. :func:`apply` creates what is
+``streams.toml`` beside this module (:data:`~polybus.common.config.BUILTIN_STREAMS_FILE`,
+linked from ``config/streams.toml``) is the one place they are defined; a deployment may name
+its own file in ``bus.streams_file``. :func:`apply` creates what is
 missing and updates what differs, idempotently: a second run changes nothing and says so.
 Subjects in the file are relative; a :class:`~polybus.common.subjects.Namespace` adds the
 deployment's subject and stream prefixes.
@@ -18,7 +20,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from polybus.common.config import ConfigError, ConfigStruct, convert_section, read_toml
-from polybus.common.subjects import Namespace
+from polybus.common.subjects import Namespace, check_subject_pattern
 
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
 Limit = Annotated[int, msgspec.Meta(ge=-1)]
@@ -87,8 +89,40 @@ class Definitions(ConfigStruct, frozen=True):
 
 
 def load_definitions(path: Path) -> Definitions:
-    """Read and validate a streams file; a consumer must name a defined stream."""
-    definitions = convert_section(read_toml(path, "streams file"), Definitions)
+    """Read and validate a streams file; a consumer must name a defined stream.
+
+    Every problem is a :class:`ConfigError` naming the file and the entry.
+    """
+    raw = read_toml(path, "streams file")
+    try:
+        definitions = convert_section(raw, Definitions)
+        _check(definitions)
+    except ConfigError as error:
+        raise ConfigError(f"streams file {path}: {error}") from None
+    return definitions
+
+
+def _check(definitions: Definitions) -> None:
+    _check_subjects(definitions)
+    _check_consumers(definitions)
+
+
+def _check_subjects(definitions: Definitions) -> None:
+    for stream in definitions.stream:
+        for subject in stream.subjects:
+            try:
+                check_subject_pattern(subject)
+            except ValueError as error:
+                raise ConfigError(f"stream {stream.name!r}: {error}") from None
+    for consumer in definitions.consumer:
+        for subject in consumer.filter_subjects:
+            try:
+                check_subject_pattern(subject)
+            except ValueError as error:
+                raise ConfigError(f"consumer {consumer.durable!r}: {error}") from None
+
+
+def _check_consumers(definitions: Definitions) -> None:
     names = {stream.name for stream in definitions.stream}
     buckets = {bucket.name for bucket in definitions.bucket}
     for consumer in definitions.consumer:
@@ -110,7 +144,6 @@ def load_definitions(path: Path) -> Definitions:
             raise ConfigError(
                 f"consumer {consumer.durable!r} names undefined stream {consumer.stream!r}"
             )
-    return definitions
 
 
 Action = Literal["created", "updated", "unchanged"]

@@ -45,6 +45,39 @@ def _token(value: str, what: str) -> str:
     return value
 
 
+def check_subject_pattern(subject: str) -> str:
+    """Return ``subject`` if it is a valid subject or wildcard pattern, else raise ValueError.
+
+    Operator input (``polybus tail``, streams files) passes through here, because the bus skips
+    nats-py's own check: every token follows the builders' token rule, except that ``*`` may
+    stand for one token and ``>`` for the rest as the last token. The message names the problem.
+    """
+    if not subject:
+        raise ValueError("the subject is empty")
+    if subject != subject.strip() or " " in subject or "\t" in subject:
+        raise ValueError(f"subject {subject!r} contains whitespace")
+    tokens = subject.split(".")
+    for index, piece in enumerate(tokens):
+        if not piece:
+            raise ValueError(
+                f"subject {subject!r} has an empty token (two dots, or a dot at an end)"
+            )
+        if piece == "*":
+            continue
+        if piece == ">":
+            if index != len(tokens) - 1:
+                raise ValueError(f"subject {subject!r}: '>' is allowed only as the last token")
+            continue
+        try:
+            _token(piece, "token")
+        except ValueError:
+            raise ValueError(
+                f"subject {subject!r}: token {piece!r} is not valid (a wildcard must be a whole "
+                "token; control and non-ASCII characters are not allowed)"
+            ) from None
+    return subject
+
+
 def partition_of(group_key: str, partitions: int) -> int:
     """The partition (0..partitions-1) of a market's group key.
 
