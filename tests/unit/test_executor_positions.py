@@ -1,0 +1,159 @@
+"""Positions and PnL: exact integers, idempotent per fill and status, FAILED reverses."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from polybus.common.events import Fill, SettlementStatus, Side
+from polybus.common.money import MICROS
+from polybus.executor.positions import Holding, PositionBook
+
+prices = st.integers(min_value=1, max_value=MICROS - 1)
+sizes = st.integers(min_value=1, max_value=10**6 * MICROS)
+fees = st.integers(min_value=0, max_value=10 * MICROS)
+
+
+def fill(
+    fill_id: str,
+    side: Side,
+    price: int,
+    size: int,
+    settlement: SettlementStatus = "MATCHED",
+    fee: int = 0,
+) -> Fill:
+    return Fill(
+        event_id=f"{fill_id}.{settlement}",
+        ts_event=1,
+        ts_init=1,
+        fill_id=fill_id,
+        order_id=f"o-{fill_id}",
+        strategy_id="mm",
+        condition_id="0xc",
+        asset_id="yes",
+        side=side,
+        price=price,
+        size=size,
+        fee=fee,
+        settlement=settlement,
+    )
+
+
+@given(buy=prices, sell=prices, size=sizes, buy_fee=fees, sell_fee=fees)
+def test_buy_then_sell_the_same_size_is_flat_with_exact_realised_pnl(
+    buy: int, sell: int, size: int, buy_fee: int, sell_fee: int
+) -> None:
+    book = PositionBook()
+    book.on_fill(fill("t1", "BUY", buy, size, "CONFIRMED", buy_fee))
+    position = book.on_fill(fill("t2", "SELL", sell, size, "CONFIRMED", sell_fee))
+    assert position is not None
+    snapshot = position.snapshot(1)
+    assert (snapshot.size, snapshot.provisional_size) == (0, 0)
+    assert snapshot.average_price == 0
+    assert snapshot.realized_pnl == (sell - buy) * size // MICROS - buy_fee - sell_fee
+    assert snapshot.provisional_realized_pnl == snapshot.realized_pnl
+
+
+@given(
+    fills=st.lists(
+        st.tuples(st.sampled_from(["BUY", "SELL"]), prices, sizes, fees), min_size=1, max_size=8
+    ),
+    failed=st.data(),
+)
+def test_a_failed_fill_restores_the_state_without_it(
+    fills: list[tuple[Side, int, int, int]], failed: st.DataObject
+) -> None:
+    victim = failed.draw(st.integers(min_value=0, max_value=len(fills) - 1))
+    with_failure, without = PositionBook(), PositionBook()
+    for index, (side, price, size, fee) in enumerate(fills):
+        with_failure.on_fill(fill(f"t{index}", side, price, size, fee=fee))
+        if index != victim:
+            without.on_fill(fill(f"t{index}", side, price, size, fee=fee))
+    side, price, size, fee = fills[victim]
+    with_failure.on_fill(fill(f"t{victim}", side, price, size, "FAILED", fee))
+    expected = without.get("mm", "yes")
+    actual = with_failure.get("mm", "yes")
+    assert actual is not None
+    expected_snapshot = expected.snapshot(1, mark=500_000) if expected else None
+    actual_snapshot = actual.snapshot(1, mark=500_000)
+    if expected_snapshot is None:
+        assert (actual_snapshot.provisional_size, actual_snapshot.fees) == (0, 0)
+        assert actual_snapshot.provisional_realized_pnl == 0
+    else:
+        assert actual_snapshot == expected_snapshot
+
+
+@given(fills=st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]), prices, sizes), max_size=8))
+def test_the_same_fill_and_status_twice_changes_nothing(
+    fills: list[tuple[Side, int, int]],
+) -> None:
+    once, twice = PositionBook(), PositionBook()
+    for index, (side, price, size) in enumerate(fills):
+        for status in ("MATCHED", "MINED", "CONFIRMED"):
+            event = fill(f"t{index}", side, price, size, status)
+            once.on_fill(event)
+            twice.on_fill(event)
+            assert twice.on_fill(event) is None
+    assert [p.snapshot(1) for p in once.positions()] == [p.snapshot(1) for p in twice.positions()]
+
+
+def test_matched_is_provisional_until_confirmed() -> None:
+    book = PositionBook()
+    book.on_fill(fill("t1", "BUY", 400_000, 10 * MICROS))
+    position = book.get("mm", "yes")
+    assert position is not None
+    assert (position.snapshot(1).size, position.snapshot(1).provisional_size) == (0, 10 * MICROS)
+    book.on_fill(fill("t1", "BUY", 400_000, 10 * MICROS, "MINED"))
+    assert position.snapshot(1).size == 0
+    book.on_fill(fill("t1", "BUY", 400_000, 10 * MICROS, "CONFIRMED"))
+    snapshot = position.snapshot(1)
+    assert (snapshot.size, snapshot.provisional_size) == (10 * MICROS, 10 * MICROS)
+    assert snapshot.average_price == 400_000
+
+
+def test_statuses_after_a_final_one_are_ignored() -> None:
+    book = PositionBook()
+    book.on_fill(fill("t1", "BUY", 400_000, MICROS, "CONFIRMED"))
+    assert book.on_fill(fill("t1", "BUY", 400_000, MICROS, "FAILED")) is None
+    assert book.on_fill(fill("t2", "BUY", 400_000, MICROS, "FAILED")) is None
+    assert book.on_fill(fill("t2", "BUY", 400_000, MICROS, "MATCHED")) is None
+    position = book.get("mm", "yes")
+    assert position is not None
+    assert position.snapshot(1).provisional_size == MICROS
+
+
+def test_a_partial_close_rounds_against_us_and_the_full_close_realises_the_rest() -> None:
+    holding = Holding()
+    # 3 shares for 1 pUSD: the average is 0.333333... a share.
+    holding.apply("BUY", 333_333, 2 * MICROS, 0)
+    holding.apply("BUY", 333_334, MICROS, 0)
+    holding.apply("SELL", 500_000, MICROS, 0)
+    assert holding.realized_pnl == 166_666  # 0.5 - 0.333334 (cost share rounded up)
+    assert holding.average_price == 333_334  # 0.666666666666 pUSD / 2 shares, rounded up
+    holding.apply("SELL", 500_000, 2 * MICROS, 0)
+    assert holding.size == 0
+    assert holding.cost == 0
+    assert holding.realized_pnl == 500_000  # 1.5 - 1.0 exactly
+
+
+def test_unrealised_pnl_and_a_flip_from_long_to_short() -> None:
+    holding = Holding()
+    holding.apply("BUY", 400_000, 10 * MICROS, 20_000)
+    assert holding.unrealized_pnl(450_000) == 500_000
+    holding.apply("SELL", 500_000, 15 * MICROS, 0)
+    assert holding.size == -5 * MICROS
+    assert holding.average_price == 500_000
+    assert holding.realized_pnl == 1_000_000 - 20_000
+    assert holding.unrealized_pnl(600_000) == -500_000
+    assert holding.cost_notional() == 2_500_000
+
+
+def test_a_position_snapshot_round_trips_through_the_codec() -> None:
+    book = PositionBook()
+    position = book.on_fill(fill("t1", "BUY", 400_000, MICROS, "CONFIRMED", 1_000))
+    assert position is not None
+    snapshot = position.snapshot(7, mark=410_000)
+    assert snapshot.unrealized_pnl == 10_000
+    assert snapshot.fees == 1_000
+    assert msgspec.json.decode(msgspec.json.encode(snapshot), type=type(snapshot)) == snapshot
