@@ -11,13 +11,15 @@ tests. Both pass the same contract tests (``tests/integration/test_bus_contract.
   and ``Polybus-Type`` headers (``nats sub --headers-only`` gives an audit trail).
 - ``pull_consumer(stream, durable).fetch(...)`` and :func:`consume`: a durable pull consumer;
   a message is acked only after its handler returned, and nak'ed with a delay if it raised.
+- ``last_per_subject(stream, subjects)``: the latest stored message per subject, for a warm
+  start (the latest snapshot of every book) without replaying the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,6 +112,13 @@ class Bus(Protocol):
     async def request(self, subject: str, data: bytes, timeout: float = 2.0) -> Message: ...
     async def respond(self, message: Message, data: bytes) -> None: ...
     def pull_consumer(self, stream: str, durable: str) -> PullConsumer: ...
+    async def last_per_subject(
+        self, stream: str, subjects: Sequence[str], timeout: float = 5.0
+    ) -> list[Message]:
+        """The last message the stream holds on each subject matching ``subjects``
+        (wildcards allowed), in stream order; [] if the stream does not exist."""
+        ...
+
     async def apply(self, definitions: Definitions) -> None: ...
     async def flush(self, timeout: float = 5.0) -> None: ...
     async def drain(self) -> None: ...

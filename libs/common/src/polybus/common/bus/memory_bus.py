@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -328,6 +328,21 @@ class MemoryBus:
 
     def pull_consumer(self, stream: str, durable: str) -> _MemoryPullConsumer:
         return self.consumers[(self.namespace.stream(stream), durable)]
+
+    async def last_per_subject(
+        self, stream: str, subjects: Sequence[str], timeout: float = 5.0
+    ) -> list[Message]:
+        found = self.streams.get(self.namespace.stream(stream))
+        if found is None:
+            return []
+        last: dict[str, _Stored] = {}
+        for stored in found.messages:
+            if any(subject_matches(pattern, stored.subject) for pattern in subjects):
+                last[stored.subject] = stored
+        return [
+            Message(subject=s.subject, data=s.data, headers=dict(s.headers))
+            for s in sorted(last.values(), key=lambda stored: stored.sequence)
+        ]
 
     async def flush(self, timeout: float = 5.0) -> None:
         # Let subscription tasks drain what is already queued.

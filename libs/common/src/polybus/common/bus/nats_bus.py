@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from polybus.common.bus import (
     Subscription,
     event_headers,
 )
+from polybus.common.bus.nats_last import last_per_subject
 from polybus.common.bus.nats_pull import NatsPullConsumer
 from polybus.common.config import Secrets
 from polybus.common.events import Event, encode
@@ -175,6 +176,11 @@ class NatsBus:
 
     def pull_consumer(self, stream: str, durable: str) -> NatsPullConsumer:
         return self._pull_consumer(self.namespace.stream(stream), durable)
+
+    async def last_per_subject(
+        self, stream: str, subjects: Sequence[str], timeout: float = 5.0
+    ) -> list[Message]:
+        return await last_per_subject(self.nc, self.namespace.stream(stream), subjects, timeout)
 
     def bucket_consumer(self, bucket: str, durable: str) -> NatsPullConsumer:
         """A durable pull consumer on a KV bucket's underlying stream (every put, in order)."""
