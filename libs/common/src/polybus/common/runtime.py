@@ -11,9 +11,13 @@ A service's ``run`` is::
 Entering the runtime binds the service and instance to every log line, serves ``/healthz`` and
 ``/metrics``, connects to NATS (named, unlimited reconnects), registers a NATS micro service
 (``nats micro ls`` lists it) and starts a heartbeat into the ``HEALTH`` KV bucket.
-SIGTERM/SIGINT set the stop event. Leaving it cancels every owned task, stops the micro service
-and drains the NATS connection. A task that dies with an exception stops the service (fail
-fast; the supervisor restarts it).
+SIGTERM/SIGINT set the stop event; the handlers are installed before anything that can wait, and
+waiting for a server (:meth:`ServiceRuntime.until_stopped`) gives up when the stop event is set,
+so a service stops within 2 s at any moment, also while NATS or PostgreSQL is unreachable. A stop
+before the service has started raises :class:`ServiceStopped` out of ``async with`` (the CLI exits
+0). Leaving it cancels every owned task, stops the micro service and drains the NATS connection,
+each step bounded in time. A task that dies with an exception stops the service (fail fast; the
+supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.micro
 import structlog
@@ -47,6 +51,16 @@ HEALTH_BUCKET = "HEALTH"
 """KV bucket with every instance's latest :class:`ServiceHealth`, key ``<service>.<instance>``."""
 
 HealthCheck = Callable[[], tuple[bool, str]]
+T = TypeVar("T")
+
+SHUTDOWN_STEP_TIMEOUT_S = 0.5
+"""Each shutdown step (cancelled tasks, last heartbeat, micro stop, NATS drain) gets this long: a
+server that is down must not hold the process past its 2 s stop budget."""
+
+
+class ServiceStopped(Exception):
+    """The stop event was set while the service was still waiting (connecting, a database):
+    a clean stop, exit code 0."""
 
 
 def default_instance() -> str:
@@ -99,33 +113,46 @@ class ServiceRuntime:
     async def __aenter__(self) -> ServiceRuntime:
         # The process entry point configured logging; we only name who is speaking.
         structlog.contextvars.bind_contextvars(service=self.service, instance=self.instance)
+        # First, so a signal during any wait below (NATS unreachable, ...) stops the service.
         if self._install_signal_handlers:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        try:
+            await self._start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def _start(self) -> None:
         await self._start_http()
         if self._bus is None:
             bus_config = self.config.deployment.bus
-            self._bus = await NatsBus.connect(
-                self.config.nats_url(),
-                name=f"polybus-{self.service}-{self.instance}",
-                namespace=self.namespace,
-                secrets=self.config.secrets,
-                ping_interval=bus_config.ping_interval_s,
-                connect_timeout=bus_config.connect_timeout_s,
+            connected = await self.until_stopped(
+                NatsBus.connect(
+                    self.config.nats_url(),
+                    name=f"polybus-{self.service}-{self.instance}",
+                    namespace=self.namespace,
+                    secrets=self.config.secrets,
+                    ping_interval=bus_config.ping_interval_s,
+                    connect_timeout=bus_config.connect_timeout_s,
+                )
             )
+            self._bus = connected
         if isinstance(self._bus, NatsBus):
-            self._micro = await nats.micro.add_service(
-                self._bus.nc,
-                name=f"polybus-{self.service}",
-                version=__version__,
-                description=f"polybus {self.service} service",
-                metadata={"instance": self.instance, "metrics": self.metrics_url},
+            self._micro = await self.until_stopped(
+                nats.micro.add_service(
+                    self._bus.nc,
+                    name=f"polybus-{self.service}",
+                    version=__version__,
+                    description=f"polybus {self.service} service",
+                    metadata={"instance": self.instance, "metrics": self.metrics_url},
+                )
             )
             self.spawn(self._heartbeat(self._bus), name="heartbeat")
         metrics.SERVICE_UP.labels(self.service).set(1)
         self.log.info("service.started", metrics_url=self.metrics_url, version=__version__)
-        return self
 
     async def __aexit__(
         self,
@@ -133,21 +160,30 @@ class ServiceRuntime:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
         self._stopping = True
         self.stop_event.set()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if isinstance(self._bus, NatsBus):
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_STEP_TIMEOUT_S)
+        bus = self._bus
+        # A last heartbeat only over a live connection: while reconnecting it would wait for
+        # its request timeout.
+        if isinstance(bus, NatsBus) and bus.nc.is_connected:
             with contextlib.suppress(Exception):
-                await self._put_health(self._bus, "stopping", "shutting down")
+                await asyncio.wait_for(
+                    self._put_health(bus, "stopping", "shutting down"), SHUTDOWN_STEP_TIMEOUT_S
+                )
         if self._micro is not None:
             with contextlib.suppress(Exception):
-                await self._micro.stop()
-        if self._bus is not None and self._owns_bus:
+                await asyncio.wait_for(self._micro.stop(), SHUTDOWN_STEP_TIMEOUT_S)
+        if isinstance(bus, NatsBus) and self._owns_bus:
             with contextlib.suppress(Exception):
-                await self._bus.drain()
+                await bus.drain(timeout=SHUTDOWN_STEP_TIMEOUT_S)
         if self._http is not None:
             await self._http.cleanup()
         metrics.SERVICE_UP.labels(self.service).set(0)
@@ -165,6 +201,25 @@ class ServiceRuntime:
     async def wait(self) -> None:
         """Wait until a signal, :meth:`request_stop` or a failed task stops the service."""
         await self.stop_event.wait()
+
+    async def until_stopped(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` unless the service is asked to stop first: then cancel it and
+        raise :class:`ServiceStopped`. For every wait on something outside the process."""
+        work = asyncio.ensure_future(awaitable)
+        stopped = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work}, timeout=SHUTDOWN_STEP_TIMEOUT_S)
+        finished = work.done() and not work.cancelled()
+        if finished and work.exception() is None:
+            return work.result()
+        if self.stop_event.is_set() or not finished:
+            raise ServiceStopped(self.service)
+        return work.result()  # raises the work's own error
 
     # -- tasks -------------------------------------------------------------------------------
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:

@@ -12,7 +12,7 @@ from nats.js.errors import NotFoundError
 
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
-from polybus.common.runtime import ServiceRuntime
+from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.common.streams import ConsumerDefinition, load_definitions
 from polybus.recorder import metrics
 from polybus.recorder.config import RecorderSettings
@@ -34,8 +34,11 @@ async def _migrate_when_reachable(config: Config, runtime: ServiceRuntime) -> bo
     delay = 0.5
     while not runtime.stop_event.is_set():
         try:
-            await migrate_database(config)
+            # A connect to an unreachable host can take its whole timeout: stop meanwhile.
+            await runtime.until_stopped(migrate_database(config))
             return True
+        except ServiceStopped:
+            return False
         except MigrationError as error:
             _log.error("recorder.schema_refused", error=str(error))
             raise

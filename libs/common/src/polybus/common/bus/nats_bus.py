@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,24 +87,32 @@ class NatsBus:
             if nats_secrets.token:
                 credentials["token"] = nats_secrets.token.reveal()
         bus = cls(Client(), namespace or Namespace(), name)
-        await bus.nc.connect(
-            servers=[server.strip() for server in url.split(",")],
-            name=name,
-            allow_reconnect=reconnect,
-            max_reconnect_attempts=-1 if reconnect else 0,
-            reconnect_time_wait=1,
-            ping_interval=int(max(1, ping_interval)),
-            max_outstanding_pings=3,
-            connect_timeout=int(max(1, connect_timeout)),
-            error_cb=bus._on_error,
-            disconnected_cb=bus._on_disconnected,
-            reconnected_cb=bus._on_reconnected,
-            # Every subject comes from polybus.common.subjects, whose token check refuses
-            # wildcards, dots and control characters; nats-py's regex on each publish would
-            # halve the market-data publish rate (bench/bus.py).
-            skip_subject_validation=True,
-            **credentials,
-        )
+        try:
+            await bus.nc.connect(
+                servers=[server.strip() for server in url.split(",")],
+                name=name,
+                allow_reconnect=reconnect,
+                max_reconnect_attempts=-1 if reconnect else 0,
+                reconnect_time_wait=1,
+                ping_interval=int(max(1, ping_interval)),
+                max_outstanding_pings=3,
+                connect_timeout=int(max(1, connect_timeout)),
+                error_cb=bus._on_error,
+                disconnected_cb=bus._on_disconnected,
+                reconnected_cb=bus._on_reconnected,
+                # Every subject comes from polybus.common.subjects, whose token check refuses
+                # wildcards, dots and control characters; nats-py's regex on each publish would
+                # halve the market-data publish rate (bench/bus.py).
+                skip_subject_validation=True,
+                **credentials,
+            )
+        except BaseException:
+            # Cancelled while still (re)trying, e.g. the service was asked to stop before NATS
+            # came up: stop nats-py's connection attempts too.
+            bus._closing = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bus.nc.close(), 1.0)
+            raise
         metrics.NATS_CONNECTED.labels(name).set(1)
         return bus
 
@@ -197,12 +207,21 @@ class NatsBus:
     async def flush(self, timeout: float = 5.0) -> None:
         await self.nc.flush(timeout=int(max(1, timeout)))
 
-    async def drain(self) -> None:
-        """Finish in-flight work: stop subscriptions, flush publishes, then close."""
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Finish in-flight work: stop subscriptions, flush publishes, then close.
+
+        Waits at most about ``timeout``; a connection that is down or does not drain in time is
+        closed (what it still buffered is lost, as it would be on a crash).
+        """
         self._closing = True
-        for consumer in self._pull_consumers:
-            await consumer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                for consumer in self._pull_consumers:
+                    await consumer.close()
+                if self.nc.is_connected:
+                    await self.nc.drain()
         self._pull_consumers.clear()
         if not self.nc.is_closed:
-            await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), timeout)
         metrics.NATS_CONNECTED.labels(self.name).set(0)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class InfraError(RuntimeError):
@@ -54,6 +56,18 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def run_as(user: str | None) -> dict[str, Any]:
+    """``Popen`` arguments that run a child as ``user`` with only that user's own group.
+
+    Setting only the uid would leave a child started by root with gid 0 and root's
+    supplementary groups (its files would be group-owned by root).
+    """
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
     """Start ``spec`` in its own session, so a terminal's Ctrl-C reaches only the supervisor."""
     log = spec.log_file.open("ab") if spec.log_file is not None else None
@@ -62,11 +76,11 @@ def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
             spec.argv,
             env=spec.env,
             cwd=spec.cwd,
-            user=spec.user,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=True,
+            **run_as(spec.user),
         )
     finally:
         if log is not None:

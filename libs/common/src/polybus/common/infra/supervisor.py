@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from polybus.common import metrics
-from polybus.common.infra import InfraError, ProcessSpec
+from polybus.common.infra import InfraError, ProcessSpec, run_as
 
 _log = structlog.get_logger("polybus.supervisor")
 
@@ -78,12 +78,12 @@ class Supervisor:
                 *spec.argv,
                 env=spec.env,
                 cwd=spec.cwd,
-                user=spec.user,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT if log is not None else None,
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop children in order.
                 start_new_session=True,
+                **run_as(spec.user),
             )
         finally:
             if log is not None:

@@ -15,13 +15,12 @@ import structlog
 
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
-from polybus.common.infra import InfraError, ProcessSpec
+from polybus.common.infra import InfraError, ProcessSpec, postgres
 from polybus.common.infra.nats_server import nats_server_spec
-from polybus.common.infra.postgres import ensure_database, postgres_spec
 from polybus.common.infra.supervisor import Supervisor
 from polybus.common.logs import configure_logging
 from polybus.common.plugins import ServicePlugin, load_callable
-from polybus.common.runtime import ServiceRuntime
+from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.common.streams import apply, load_definitions
 
 _log = structlog.get_logger("polybus.up")
@@ -64,50 +63,63 @@ async def _start_servers(config: Config, supervisor: Supervisor) -> None:
         )
         _log.info("up.nats_ready", url=config.nats_url())
     if config.uses_embedded_postgres():
-        spec = await asyncio.to_thread(
-            postgres_spec,
-            data_dir=var / "pg",
+        install = await asyncio.to_thread(postgres.prepare, var / "pg")
+        await postgres.initdb(install)
+        spec = postgres.server_spec(
+            install,
             host=embedded.host,
             port=embedded.postgres_port,
             log_file=var / "postgres.log",
         )
         await supervisor.start(spec)
-        await ensure_database(embedded.host, embedded.postgres_port, embedded.postgres_database)
+        await postgres.ensure_database(
+            embedded.host, embedded.postgres_port, embedded.postgres_database
+        )
         _log.info("up.postgres_ready", url=config.database_url())
+
+
+async def _start(
+    config: Config, plugins: dict[str, ServicePlugin], supervisor: Supervisor
+) -> list[ServicePlugin]:
+    """Servers, streams, each plugin's ``prepare``, then the services; returns those started."""
+    await _start_servers(config, supervisor)
+    await apply_streams(config)
+    wanted = [p for p in plugins.values() if p.wanted(config) and _enabled(config, p)]
+    for plugin in wanted:
+        if plugin.prepare:
+            _log.info("up.prepare", service=plugin.name)
+            await load_callable(plugin.prepare)(config)
+    for plugin in wanted:
+        await supervisor.start(service_spec(plugin, config), wait_ready=False)
+    return wanted
 
 
 async def up(config: Config, plugins: dict[str, ServicePlugin]) -> int:
     """Run everything until SIGINT/SIGTERM; return the process exit code."""
     deployment = config.deployment
     configure_logging(deployment.log.level, deployment.log.format, service="up")
-    stop = asyncio.Event()
+    settings = deployment.supervisor
+    # Created first: its stop event is ours, so a signal while the servers are still starting
+    # stops the start (``until_stopped``) as well as a running system.
+    runtime = ServiceRuntime("supervisor", config, settings, install_signal_handlers=False)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    settings = deployment.supervisor
+        loop.add_signal_handler(signum, runtime.request_stop, signal.Signals(signum).name)
     supervisor = Supervisor(
         backoff_initial_s=settings.restart_backoff_initial_s,
         backoff_max_s=settings.restart_backoff_max_s,
         stop_timeout_s=settings.stop_timeout_s,
     )
-    config.var_dir().mkdir(parents=True, exist_ok=True)
     exit_code = 0
     try:
-        await _start_servers(config, supervisor)
-        await apply_streams(config)
-        wanted = [p for p in plugins.values() if p.wanted(config) and _enabled(config, p)]
-        for plugin in wanted:
-            if plugin.prepare:
-                _log.info("up.prepare", service=plugin.name)
-                await load_callable(plugin.prepare)(config)
-        for plugin in wanted:
-            await supervisor.start(service_spec(plugin, config), wait_ready=False)
-        async with ServiceRuntime(
-            "supervisor", config, settings, install_signal_handlers=False
-        ) as runtime:
+        config.var_dir().mkdir(parents=True, exist_ok=True)
+        wanted = await runtime.until_stopped(_start(config, plugins, supervisor))
+        async with runtime:
             runtime.add_health_check("children", lambda: _children_up(supervisor))
             _log.info("up.running", services=[p.name for p in wanted])
-            await stop.wait()
+            await runtime.wait()
+    except ServiceStopped:
+        pass
     except InfraError as error:
         _log.error("up.failed", error=str(error))
         exit_code = 1
