@@ -104,7 +104,7 @@ async def test_a_wrong_hmac_is_refused(sim: Simulator, trader: Trader) -> None:
         401,
         {"error": "Unauthorized/Invalid api key"},
     )
-    assert sim.trading.orders == {}
+    assert sim.trading.matching.orders == {}
 
 
 # -- order checks -----------------------------------------------------------------------------
@@ -294,7 +294,7 @@ async def test_an_injected_settlement_failure_ends_failed(sim: Simulator, trader
         await post(trader, trader.order(market.yes, side="BUY", price=asks[0][0], size=5 * MICROS))
         failed = await user.until(lambda e: e["event_type"] == "trade" and e["status"] == "FAILED")
     assert failed["status"] == "FAILED"
-    account = sim.trading.account(trader.address.lower())
+    account = sim.trading.matching.balances.account(trader.address.lower())
     assert account.collateral == sim.settings.starting_collateral * MICROS  # undone
 
 

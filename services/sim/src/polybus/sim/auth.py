@@ -20,10 +20,13 @@ import binascii
 import hashlib
 import hmac
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from polybus.common.polymarket.clob import PolymarketApiCredentials
+from polybus.sim.http_util import error_response
 from polybus.sim.signing import SignatureError, recover_clob_auth_signer
 
 INVALID_L1 = "Invalid L1 Request headers"
@@ -32,6 +35,13 @@ UNAUTHORIZED = "Unauthorized/Invalid api key"
 
 class AuthError(Exception):
     """Authentication failed; the message is the venue's 401 body."""
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+L1Handler = Callable[[web.Request, str, int], Awaitable[web.Response]]
+"""Called with the request, the signer's address and the nonce."""
+L2Handler = Callable[[web.Request, "ApiKey", bytes], Awaitable[web.Response]]
+"""Called with the request, its API key and its body as sent."""
 
 
 @dataclass(eq=False)
@@ -90,6 +100,38 @@ class ApiKeys:
 
     def keys_of(self, address: str) -> list[ApiKey]:
         return [key for key in self.by_key.values() if key.address == address]
+
+    @staticmethod
+    def credentials(key: ApiKey) -> PolymarketApiCredentials:
+        return PolymarketApiCredentials(
+            api_key=key.key, secret=key.secret, passphrase=key.passphrase
+        )
+
+    # -- handlers behind authentication ------------------------------------------------------
+    def l1(self, handler: L1Handler) -> Handler:
+        """``handler`` behind L1 authentication: a request that fails it answers 401."""
+
+        async def authenticated(request: web.Request) -> web.Response:
+            try:
+                address, nonce = self.verify_l1(request)
+            except AuthError as error:
+                return error_response(401, str(error))
+            return await handler(request, address, nonce)
+
+        return authenticated
+
+    def l2(self, handler: L2Handler) -> Handler:
+        """``handler`` behind L2 authentication: a request that fails it answers 401."""
+
+        async def authenticated(request: web.Request) -> web.Response:
+            body = await request.read()
+            try:
+                key = self.verify_l2(request, body)
+            except AuthError as error:
+                return error_response(401, str(error))
+            return await handler(request, key, body)
+
+        return authenticated
 
     # -- verification ----------------------------------------------------------------------
     @staticmethod

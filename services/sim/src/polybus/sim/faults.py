@@ -13,7 +13,6 @@ Settlement faults make the next trades end FAILED instead of CONFIRMED.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from polybus.common.money import TICK_SIZES
+from polybus.sim.clock import Clock
 from polybus.sim.exchange import Exchange
 from polybus.sim.http_util import error_response
 from polybus.sim.injections import Injections
@@ -62,7 +62,9 @@ class Faults:
         market_hub: MarketHub,
         injections: Injections,
         post_only_after_restart_s: float,
+        clock: Clock,
     ) -> None:
+        self._clock = clock
         self._exchange = exchange
         self._registry = registry
         self._market_hub = market_hub
@@ -174,19 +176,19 @@ class Faults:
     # -- HTTP ----------------------------------------------------------------------------------
     def restart(self, duration_s: float = 90.0, post_only_s: float | None = None) -> None:
         """Matching-engine restart: order endpoints answer 425, then post-only mode."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         self._restart.until = now + duration_s
         after = self._post_only_after_restart_s if post_only_s is None else post_only_s
         self._post_only.until = max(self._post_only.until, now + duration_s + after)
 
     def post_only(self, duration_s: float = 120.0) -> None:
-        self._post_only.until = time.monotonic() + duration_s
+        self._post_only.until = self._clock.monotonic() + duration_s
 
     def cancel_only(self, duration_s: float = 60.0) -> None:
-        self._cancel_only.until = time.monotonic() + duration_s
+        self._cancel_only.until = self._clock.monotonic() + duration_s
 
     def trading_disabled(self, duration_s: float = 60.0) -> None:
-        self._disabled.until = time.monotonic() + duration_s
+        self._disabled.until = self._clock.monotonic() + duration_s
 
     def rate_limit_burst(self, count: int = 5, retry_after_s: int = 1) -> None:
         """The next ``count`` CLOB requests get 429 with ``Retry-After``."""
@@ -199,7 +201,7 @@ class Faults:
         """Delay CLOB/Gamma responses by ``delay_ms`` (for ``count`` requests or a while)."""
         self._slow_ms = delay_ms
         self._slow_requests = count
-        self._slow_until = math.inf if duration_s is None else time.monotonic() + duration_s
+        self._slow_until = math.inf if duration_s is None else self._clock.monotonic() + duration_s
 
     def fail_next_settlements(self, count: int = 1) -> None:
         """The next ``count`` trades go MATCHED → FAILED instead of MINED → CONFIRMED."""
@@ -217,7 +219,7 @@ class Faults:
         self.unstall()
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         return {
             "restarting": self._restart.active(now),
             "post_only": self._post_only.active(now),
@@ -233,7 +235,7 @@ class Faults:
     # -- what the HTTP layer asks ------------------------------------------------------------
     def order_gate(self, kind: OrderKind) -> web.Response | None:
         """The restriction an order endpoint is under, as the venue's response (or None)."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._restart.active(now):
             return error_response(
                 425,
@@ -251,10 +253,10 @@ class Faults:
         return None
 
     def post_only_active(self) -> bool:
-        return self._post_only.active(time.monotonic())
+        return self._post_only.active(self._clock.monotonic())
 
     def post_only_response(self, now: float | None = None) -> web.Response:
-        now = time.monotonic() if now is None else now
+        now = self._clock.monotonic() if now is None else now
         remaining = self._post_only.remaining(now)
         return error_response(
             503,
@@ -269,7 +271,7 @@ class Faults:
 
     def http_delay_s(self) -> float:
         """How long to hold the next response (and count it)."""
-        if not self._slow_active(time.monotonic()):
+        if not self._slow_active(self._clock.monotonic()):
             return 0.0
         if self._slow_requests is not None:
             self._slow_requests -= 1

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from polybus.sim.admin import Admin
 from polybus.sim.clob_public import ClobPublic
+from polybus.sim.clock import Clock, SystemClock
 from polybus.sim.config import SimSettings
 from polybus.sim.exchange import Exchange, Outgoing
 from polybus.sim.faults import Faults
@@ -48,10 +49,13 @@ class Simulator:
         settings: SimSettings | None = None,
         *,
         on_task_failure: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """``on_task_failure(task_name)`` is told when a background task dies (the service
-        stops on it); without it the failure is only logged."""
+        stops on it); without it the failure is only logged. ``clock`` drives the venue's
+        timers (a test passes a :class:`~polybus.sim.clock.ManualClock` to hold them)."""
         self.settings = settings = settings or SimSettings()
+        self.clock = clock = clock or SystemClock()
         self._on_task_failure = on_task_failure
         self.registry = SocketRegistry(
             max_events_per_frame=settings.max_events_per_frame,
@@ -78,8 +82,9 @@ class Simulator:
             market_hub=self.market_hub,
             injections=self.injections,
             post_only_after_restart_s=settings.post_only_after_restart_s,
+            clock=clock,
         )
-        self.trading = Trading(self.exchange, self.registry, self.faults, settings)
+        self.trading = Trading(self.exchange, self.registry, self.faults, settings, clock)
         self.flow = OrderFlow(
             self.exchange, seed=settings.seed, trade_probability=settings.trade_probability
         )

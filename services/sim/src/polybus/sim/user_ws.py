@@ -15,26 +15,15 @@ import msgspec
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from polybus.common.polymarket.clob import PolymarketApiCredentials
+from polybus.common.polymarket.user_channel import PolymarketUserSubscription
 from polybus.sim.auth import ApiKeys
 from polybus.sim.market_ws import BAD_CLIENT_MESSAGES, PONG, SimSocket, SocketRegistry
 
 _log = structlog.get_logger("polybus.sim.user_ws")
 
 
-class _Auth(msgspec.Struct, kw_only=True):
-    apiKey: str = ""
-    secret: str = ""
-    passphrase: str = ""
-
-
-class _UserFrame(msgspec.Struct, kw_only=True):
-    auth: _Auth | None = None
-    markets: list[str] | None = None
-    type: str = ""
-    operation: str = ""
-
-
-_decoder = msgspec.json.Decoder(_UserFrame)
+_decoder = msgspec.json.Decoder(PolymarketUserSubscription)
 
 
 class UserHub:
@@ -99,8 +88,8 @@ class UserHub:
             BAD_CLIENT_MESSAGES.labels("user").inc()
             return True
         if not socket.subscribed:
-            auth = frame.auth or _Auth()
-            key = self.api_keys.verify_ws(auth.apiKey, auth.secret, auth.passphrase)
+            auth = frame.auth or PolymarketApiCredentials()
+            key = self.api_keys.verify_ws(auth.api_key, auth.secret, auth.passphrase)
             if key is None:
                 _log.info("ws.user.auth_failed", socket=socket.id)
                 await socket.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"invalid auth")
