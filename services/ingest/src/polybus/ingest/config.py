@@ -59,9 +59,13 @@ class IngestSettings(ServiceSettings, frozen=True):
     """Per asset: no snapshot this long after (re)subscribing -> re-subscribe it."""
     resubscribe_attempts: Annotated[int, msgspec.Meta(ge=0)] = 3
     """Re-subscriptions of one asset before it is seeded from REST ``/book``."""
+    batch_quiet_s: NonNegativeSeconds = 0.5
+    """A batch (an asset's entries with one venue timestamp) may span several frames; it ends
+    at the asset's next timestamp or next other event, or once no entry came for this long
+    (checked on the ``tick_interval_s`` timer). Its checks run then; see docs/ingest.md."""
     mismatch_grace_s: NonNegativeSeconds = 1.0
-    """A failed check at the end of a frame whose batch may continue in the next frame waits
-    this long for the rest of the batch before the book is declared stale."""
+    """A failed check that is not yet conclusive (a ``best_bid_ask`` that may precede its
+    batch, a batch cut short by a snapshot) waits this long before the book is declared stale."""
     crossed_grace_s: NonNegativeSeconds = 5.0
     """The venue's book can be crossed for a few messages; longer than this -> resync."""
     hash_check_interval_s: NonNegativeSeconds = 1.0
