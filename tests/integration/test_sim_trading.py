@@ -13,6 +13,7 @@ import pytest
 import websockets
 
 from polybus.common.money import MICROS
+from polybus.sim.clock import ManualClock
 from polybus.sim.config import SimSettings
 from polybus.sim.server import Simulator
 from tests.integration.test_sim_support import Trader, market_client, user_client
@@ -22,7 +23,14 @@ KEY_B = "0x" + "b2" * 32
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
+def clock() -> ManualClock:
+    """The venue's timers (restart windows, heartbeats, expirations) move only when a test
+    says so; settlement delays still run on real time."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def sim(clock: ManualClock) -> AsyncIterator[Simulator]:
     settings = SimSettings(
         port=0,
         seed=9,
@@ -36,7 +44,7 @@ async def sim() -> AsyncIterator[Simulator]:
         settlement_confirmed_ms=50,
         post_only_after_restart_s=30,
     )
-    async with Simulator(settings) as simulator:
+    async with Simulator(settings, clock=clock) as simulator:
         yield simulator
 
 
@@ -330,7 +338,9 @@ async def test_cancels_answer_canceled_and_not_canceled(sim: Simulator, trader: 
     assert opened.json()["data"] == []
 
 
-async def test_heartbeat_expiry_cancels_the_keys_orders(sim: Simulator, trader: Trader) -> None:
+async def test_heartbeat_expiry_cancels_the_keys_orders(
+    sim: Simulator, clock: ManualClock, trader: Trader
+) -> None:
     market = binary(sim)
     price = passive_bid(sim, market.yes)
     first = await trader.request("POST", "/v1/heartbeats", {"heartbeat_id": ""})
@@ -346,6 +356,7 @@ async def test_heartbeat_expiry_cancels_the_keys_orders(sim: Simulator, trader: 
         order_id = response.json()["orderID"]
         assert dict(sim.book(market.yes)[0])[price] == resting_before + 5 * MICROS
         # No more heartbeats: the dead-man switch fires after heartbeat_timeout_s.
+        clock.advance(0.6)
         canceled = await user.until(
             lambda e: e["event_type"] == "order" and e["type"] == "CANCELLATION", timeout=5
         )
@@ -357,22 +368,27 @@ async def test_heartbeat_expiry_cancels_the_keys_orders(sim: Simulator, trader: 
     assert restarted.status_code == 200
 
 
-async def test_heartbeats_keep_orders_alive(sim: Simulator, trader: Trader) -> None:
+async def test_heartbeats_keep_orders_alive(
+    sim: Simulator, clock: ManualClock, trader: Trader
+) -> None:
     market = binary(sim)
     price = passive_bid(sim, market.yes)
     heartbeat_id = (await trader.request("POST", "/v1/heartbeats", {"heartbeat_id": ""})).json()[
         "heartbeat_id"
     ]
     await post(trader, trader.order(market.yes, side="BUY", price=price, size=5 * MICROS))
-    for _ in range(6):  # 1.2 s of heartbeats, twice the timeout
-        await asyncio.sleep(0.2)
+    for _ in range(6):  # 2.4 s of heartbeats, four times the 0.6 s timeout
+        clock.advance(0.4)
+        await sim.trading.next_sweep()  # the dead-man switch has looked at the new time
         reply = await trader.request("POST", "/v1/heartbeats", {"heartbeat_id": heartbeat_id})
         heartbeat_id = reply.json()["heartbeat_id"]
     assert len((await trader.request("GET", "/data/orders")).json()["data"]) == 1
 
 
 # -- restrictions and rate limits -------------------------------------------------------------
-async def test_a_restart_window_answers_425_then_post_only(sim: Simulator, trader: Trader) -> None:
+async def test_a_restart_window_answers_425_then_post_only(
+    sim: Simulator, clock: ManualClock, trader: Trader
+) -> None:
     market = binary(sim)
     price = passive_bid(sim, market.yes)
     sim.faults.restart(duration_s=0.3, post_only_s=30)
@@ -380,7 +396,7 @@ async def test_a_restart_window_answers_425_then_post_only(sim: Simulator, trade
     assert (during.status_code, during.json()) == (425, {"error": "service not ready"})
     cancel = await trader.request("DELETE", "/cancel-all")
     assert cancel.status_code == 425
-    await asyncio.sleep(0.35)
+    clock.advance(0.35)
     after = await post(trader, trader.order(market.yes, side="BUY", price=price, size=5 * MICROS))
     assert after.status_code == 503
     assert after.json()["code"] == "post_only_mode"
@@ -421,23 +437,23 @@ async def test_trading_disabled_refuses_orders_and_cancels(sim: Simulator, trade
     assert (await trader.request("DELETE", "/cancel-all")).status_code == 200
 
 
-async def test_gtd_orders_need_an_expiration_a_minute_ahead(sim: Simulator, trader: Trader) -> None:
-    import time
-
+async def test_gtd_orders_need_an_expiration_a_minute_ahead(
+    sim: Simulator, clock: ManualClock, trader: Trader
+) -> None:
     market = binary(sim)
     price = passive_bid(sim, market.yes)
     soon = trader.order(
         market.yes, side="BUY", price=price, size=5 * MICROS, order_type="GTD",
-        expiration=int(time.time()) + 30,
+        expiration=int(clock.time()) + 30,
     )  # fmt: skip
     assert (await post(trader, soon)).json() == {"error": "invalid expiration"}
     later = trader.order(
         market.yes, side="BUY", price=price, size=5 * MICROS, order_type="GTD",
-        expiration=int(time.time()) + 120,
+        expiration=int(clock.time()) + 120,
     )  # fmt: skip
     assert (await post(trader, later)).json()["status"] == "live"
     gtc_with_expiry = trader.order(
-        market.yes, side="BUY", price=price, size=5 * MICROS, expiration=int(time.time()) + 120
+        market.yes, side="BUY", price=price, size=5 * MICROS, expiration=int(clock.time()) + 120
     )
     assert (await post(trader, gtc_with_expiry)).json() == {"error": "invalid expiration"}
 
