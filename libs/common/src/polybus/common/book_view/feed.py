@@ -153,6 +153,9 @@ class BookFeed:
             _log.warning("book_view.warm_start_failed", stream=self.stream, error="timeout")
             return
         self.stats.warm_start_messages = len(messages)
+        # Snapshots first: the stream order would put an asset's old "live" status before its
+        # latest snapshot, and a view with no book yet would take that for lost events.
+        messages.sort(key=lambda message: message.subject.rsplit(".", 3)[2] != "book")
         for message in messages:
             await self._handle(message)
         _log.info("book_view.warm_started", messages=len(messages), assets=len(self._reported))
