@@ -136,9 +136,9 @@ class PolymarketHeartbeatRejection(msgspec.Struct, frozen=True, kw_only=True):
     """The 400 answer to a stale heartbeat id, carrying the id the venue expects. The message
     is in ``error`` for py-clob-client and ``error_msg`` for the official SDK."""
 
-    heartbeat_id: str
     error: str = ""
     error_msg: str = ""
+    heartbeat_id: str
 
 
 class PolymarketOpenOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,10 +171,10 @@ class PolymarketMakerOrder(msgspec.Struct, frozen=True, kw_only=True):
     maker_address: str
     matched_amount: str
     price: str
-    asset_id: str
-    side: str
     fee_rate_bps: str = "0"
+    asset_id: str
     outcome: str = ""
+    side: str
 
 
 class PolymarketTrade(msgspec.Struct, frozen=True, kw_only=True):
@@ -187,11 +187,11 @@ class PolymarketTrade(msgspec.Struct, frozen=True, kw_only=True):
     asset_id: str
     side: str
     size: str
+    fee_rate_bps: str = "0"
     price: str
     status: str
     match_time: str
     last_update: str = ""
-    fee_rate_bps: str = "0"
     outcome: str = ""
     owner: str = ""
     maker_address: str = ""

@@ -3,6 +3,7 @@
 The client subscribes with its API credentials (and optionally condition ids); the venue then
 sends the key's ``order`` and ``trade`` events, tagged by ``event_type``, numbers as strings.
 Unknown fields are ignored; fields the venue leaves out or sends as ``null`` have defaults.
+Fields are declared in the venue's key order, so an encoded event reads like the venue's own.
 The channel never replays what a client missed: after a reconnect, read ``/data/orders`` and
 ``/data/trades`` (:mod:`polybus.common.polymarket.clob`).
 """
@@ -42,13 +43,13 @@ class PolymarketUserOrder(_UserEvent, frozen=True, kw_only=True, tag="order"):
     market: str
     asset_id: str
     side: str
+    order_owner: str = ""
     original_size: str
     size_matched: str
     price: str
-    type: str
-    order_owner: str = ""
     associate_trades: list[str] | None = None
     outcome: str = ""
+    type: str
     created_at: str = ""
     expiration: str = ""
     order_type: str = ""
@@ -63,6 +64,7 @@ class PolymarketUserTrade(_UserEvent, frozen=True, kw_only=True, tag="trade"):
     as the maker, the key's own fill is its entry in ``maker_orders``. ``matchtime`` (spelled so
     here, ``match_time`` on REST) and ``last_update`` are unix seconds."""
 
+    type: str = "TRADE"
     id: str
     taker_order_id: str
     market: str
@@ -70,9 +72,8 @@ class PolymarketUserTrade(_UserEvent, frozen=True, kw_only=True, tag="trade"):
     side: str
     size: str
     price: str
-    status: str
-    type: str = "TRADE"
     fee_rate_bps: str = "0"
+    status: str
     matchtime: str = ""
     last_update: str = ""
     outcome: str = ""
