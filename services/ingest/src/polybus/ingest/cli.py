@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from polybus.common.cli import fail
 from polybus.common.events import MarketInfo
 from polybus.common.money import format_micros
 
@@ -23,8 +24,6 @@ DEFAULT_CONFIG = Path("config/default.toml")
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Deployment config file (TOML).", dir_okay=False)
 ]
-
-_stderr = Console(stderr=True)
 
 
 def commands() -> typer.Typer:
@@ -62,8 +61,7 @@ def markets(
     try:
         selected = asyncio.run(select())
     except (httpx.HTTPError, ValueError) as error:
-        _stderr.print(f"market selection failed: {error!r}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"market selection failed: {error!r}", 1) from None
     if json_output:
         encoder = msgspec.json.Encoder()
         for info in selected:
@@ -95,15 +93,21 @@ def markets(
 def record(
     out: Annotated[Path, typer.Option("--out", help="Capture file (.gz to compress).")],
     config: ConfigOption = DEFAULT_CONFIG,
-    rotate_mb: Annotated[float, typer.Option(help="Start a new part at this size (0: never).")] = 0,
+    rotate_mb: Annotated[
+        float, typer.Option(min=0, help="Start a new part at this size (0: never).")
+    ] = 0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Compress the capture.")] = False,
-    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: Ctrl-C).")] = 0,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds (0: Ctrl-C).")
+    ] = 0,
 ) -> None:
     """Record the raw market-channel frames of the selected markets, as received, to JSONL."""
     from polybus.common.bus.memory_bus import MemoryBus
     from polybus.ingest.capture import CaptureWriter
     from polybus.ingest.service import Ingest
 
+    if out.is_dir():
+        raise fail(f"--out {out} is a directory; give a file name", 2)
     loaded, settings = _settings(config)
     writer = CaptureWriter(out, rotate_bytes=int(rotate_mb * 2**20), compress=gzip)
 
@@ -132,9 +136,10 @@ def record(
 
     try:
         asyncio.run(run())
+    except OSError as error:  # e.g. the capture file could not be created or written
+        where = f"{error.filename}: " if error.filename else ""
+        raise fail(f"record failed: {where}{error.strerror or error!r}", 1) from None
     finally:
         writer.close()
-    _stderr.print(
-        f"recorded {writer.frames} frames to {', '.join(str(p) for p in writer.parts) or out}",
-        highlight=False,
-    )
+    parts = ", ".join(str(p) for p in writer.parts) or str(out)
+    sys.stderr.write(f"recorded {writer.frames} frames to {parts}\n")

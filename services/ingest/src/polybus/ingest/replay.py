@@ -4,6 +4,10 @@ The frames go through :class:`~polybus.ingest.engine.IngestEngine` exactly as th
 feeds it (``on_frame`` per frame at its recorded receive time, timers as that clock advances);
 nothing is published. At the end one line per asset tells its state, best bid/ask, full book,
 what it saw and how its batch checks went.
+
+Exit codes: 0 every line was a frame; 1 the replay ran but skipped lines that are not frames or
+stopped where a gzip file is cut short (the results of the frames read are still printed, and
+one warning line says what was wrong); 2 nothing in the file is a frame, or it cannot be read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from rich.table import Table
 
 from polybus.common.money import format_micros
 from polybus.common.subjects import Subjects
-from polybus.ingest.capture import read_capture
+from polybus.ingest.capture import CaptureError, CaptureProblems, read_capture
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import AssetTrack, IngestEngine
 
@@ -41,15 +45,21 @@ class AssetReport(msgspec.Struct, frozen=True, kw_only=True):
     tick_size: str | None
 
 
-def replay_engine(path: Path, settings: IngestSettings | None = None) -> IngestEngine:
-    """Run a capture through a fresh engine and return it (for tests and the command)."""
+def replay_engine(
+    path: Path, settings: IngestSettings | None = None, problems: CaptureProblems | None = None
+) -> IngestEngine:
+    """Run a capture through a fresh engine and return it (for tests and the command).
+
+    ``problems`` is filled with what the reader skipped; :class:`CaptureError` when the file
+    cannot be read at all.
+    """
     # Offline there is time to recompute the venue's hash after every batch.
     settings = settings or IngestSettings(snapshot_interval_s=0, hash_check_interval_s=0)
     engine = IngestEngine(Subjects(), 16, settings, auto_track=True)
     tick_ns = int(settings.tick_interval_s * 1e9)
     now = 0
     next_tick = 0
-    for recv_ns, frame in read_capture(path):
+    for recv_ns, frame in read_capture(path, problems):
         now = recv_ns if recv_ns is not None else now + _FRAME_STEP_NS
         engine.on_frame(frame, now)
         if now >= next_tick:
@@ -97,19 +107,28 @@ def asset_report(track: AssetTrack) -> AssetReport:
 
 def replay_capture(path: Path, *, json_output: bool) -> int:
     """The ``replay_capture`` hook: replay ``path`` and print one line per asset."""
+    problems = CaptureProblems()
     try:
-        engine = replay_engine(path)
-    except OSError as error:
-        Console(stderr=True).print(f"cannot read {path}: {error.strerror}", highlight=False)
-        return 2
+        engine = replay_engine(path, problems=problems)
+    except CaptureError as error:
+        return _warn(f"cannot replay {path}: {error}", 2)
+    if not problems.frames:
+        return _warn(f"nothing to replay: {problems.describe(path)}", 2)
     reports = [asset_report(track) for track in engine.tracks.values()]
     if json_output:
         encoder = msgspec.json.Encoder()
         for report in reports:
             sys.stdout.write(encoder.encode(report).decode() + "\n")
-        return 0
-    _print_table(reports, engine)
-    return 0
+    else:
+        _print_table(reports, engine)
+    problem = problems.describe(path)
+    return _warn(f"warning: {problem}", 1) if problem else 0
+
+
+def _warn(message: str, code: int) -> int:
+    sys.stdout.flush()  # the results first, then the line that qualifies them
+    sys.stderr.write(message + "\n")
+    return code
 
 
 def _print_table(reports: list[AssetReport], engine: IngestEngine) -> None:

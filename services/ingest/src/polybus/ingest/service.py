@@ -65,6 +65,8 @@ class Ingest:
         self._fixed_markets = list(markets) if markets is not None else None
         self.selected: dict[str, MarketInfo] = {}
         self.selections = 0
+        self.selection_error = ""
+        """Why the latest market selection failed (empty once one succeeds)."""
         self._refresh_now = asyncio.Event()
         self._rest_slots = asyncio.Semaphore(settings.rest_concurrency)
         self._responder: Subscription | None = None
@@ -130,8 +132,10 @@ class Ingest:
                 )
             except (httpx.HTTPError, ValueError) as error:
                 _log.warning("markets.refresh_failed", error=repr(error))
+                self.selection_error = f"{type(error).__name__}: {error}"
                 wait = min(settings.refresh_interval_s, 10.0)
             else:
+                self.selection_error = ""
                 await self.apply_selection(markets)
                 wait = settings.refresh_interval_s
             with contextlib.suppress(TimeoutError):
@@ -209,6 +213,16 @@ class Ingest:
         live = states["live"]
         return (tracked == 0 or live > 0), f"{live}/{tracked} books live"
 
+    def markets_health(self) -> tuple[bool, str]:
+        """An ingest that follows no market publishes nothing: that is never healthy."""
+        if self.selected:
+            return True, f"{len(self.selected)} markets selected"
+        if self.selection_error:
+            return False, f"no markets selected: market selection failed ({self.selection_error})"
+        if not self.selections:
+            return False, "no markets selected yet"
+        return False, "no markets selected: the explicit lists are empty and discovery found none"
+
     # -- snapshot request endpoint -----------------------------------------------------------
     async def _answer_snapshot_request(self, message: Message) -> None:
         asset_id = message.subject.rsplit(".", 1)[-1]
@@ -267,6 +281,7 @@ async def run(config: Config) -> None:
         ingest = Ingest(runtime.bus, settings, partitions=config.deployment.bus.partitions)
         async with ingest:
             runtime.add_health_check("books", ingest.health)
+            runtime.add_health_check("markets", ingest.markets_health)
             runtime.spawn(_watch(ingest), name="watch")
             await runtime.wait()
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from polybus.common.cli import DEFAULT_CONFIG, ConfigOption, load
+from polybus.common.cli import DEFAULT_CONFIG, ConfigOption, fail, load
 from polybus.common.config import Config, redact_url
 from polybus.common.events import encode
 from polybus.common.money import format_micros
@@ -26,17 +26,11 @@ from polybus.recorder.store import connect
 from polybus.recorder.timespec import parse_duration, parse_time
 
 db_app = typer.Typer(help="The event store (PostgreSQL/TimescaleDB).", no_args_is_help=True)
-_stderr = Console(stderr=True)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _stderr.print(message, highlight=False, markup=False)
-    return typer.Exit(code)
 
 
 def _unreachable(config: Config, error: BaseException) -> typer.Exit:
     # asyncpg's messages name host, port and user, never the password.
-    return _fail(f"database {redact_url(config.database_url())}: {error}", 1)
+    return fail(f"database {redact_url(config.database_url())}: {error}", 1)
 
 
 @db_app.command("migrate")
@@ -47,7 +41,7 @@ def migrate_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
     try:
         report = asyncio.run(migrate_database(loaded))
     except MigrationError as error:
-        raise _fail(f"migrate refused: {error}", 1) from None
+        raise fail(f"migrate refused: {error}", 1) from None
     except (OSError, TimeoutError, asyncpg.PostgresError) as error:
         raise _unreachable(loaded, error) from None
     for line in report.describe():
@@ -77,7 +71,7 @@ def prune_command(
     try:
         cutoff = datetime.now(UTC) - parse_duration(older_than)
     except ValueError as error:
-        raise _fail(str(error), 2) from None
+        raise fail(str(error), 2) from None
     loaded = load(config)
 
     async def run() -> dict[str, int]:
@@ -90,7 +84,7 @@ def prune_command(
     try:
         removed = asyncio.run(run())
     except ValueError as error:
-        raise _fail(str(error), 2) from None
+        raise fail(str(error), 2) from None
     except (OSError, TimeoutError, asyncpg.PostgresError) as error:
         raise _unreachable(loaded, error) from None
     for name, count in removed.items():
@@ -134,7 +128,7 @@ def snapshot_command(
     try:
         moment = parse_time(at)
     except ValueError as error:
-        raise _fail(str(error), 2) from None
+        raise fail(str(error), 2) from None
     loaded = load(config)
 
     async def run() -> RebuiltBook | None:
@@ -149,13 +143,13 @@ def snapshot_command(
     except (OSError, TimeoutError, asyncpg.PostgresError) as error:
         raise _unreachable(loaded, error) from None
     if rebuilt is None:
-        raise _fail(f"no snapshot of asset {asset} recorded at or before {moment.isoformat()}", 1)
+        raise fail(f"no snapshot of asset {asset} recorded at or before {moment.isoformat()}", 1)
     if json_output:
         sys.stdout.write(encode(rebuilt.book).decode() + "\n")
     else:
         _print_book(rebuilt)
     if not rebuilt.complete:
-        raise _fail(
+        raise fail(
             f"warning: seq {', '.join(map(str, rebuilt.missing_seqs[:20]))} missing from the "
             "store: the book may be wrong",
             1,

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import aiohttp
 import typer
 
+from polybus.common.cli import fail
+
 app = typer.Typer()
 
 
@@ -42,17 +44,25 @@ def sim_fault(
         typer.Option("--set", help="A fault parameter, KEY=VALUE (JSON values), repeatable."),
     ] = None,
 ) -> None:
-    """Switch a fault on in a running simulator (POST /admin/faults/NAME); exits 1 if refused."""
+    """Switch a fault on in a running simulator (POST /admin/faults/NAME); exits 1 if refused
+    or when the simulator cannot be reached."""
     body = _parse(set_ or [])
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
 
     async def post() -> tuple[int, str]:
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
             session.post(f"{url.rstrip('/')}/admin/faults/{name}", json=body) as response,
         ):
             return response.status, await response.text()
 
-    status, text = asyncio.run(post())
+    try:
+        status, text = asyncio.run(post())
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise fail(
+            f"cannot reach the simulator at {url}: {error or type(error).__name__}", 1
+        ) from None
     typer.echo(text)
     raise typer.Exit(0 if status == 200 else 1)
 
@@ -61,19 +71,28 @@ def sim_fault(
 def sim_capture(
     out: Annotated[Path, typer.Argument(help="The JSONL capture to write.", dir_okay=False)],
     seed: Annotated[int, typer.Option(help="The universe and flow seed.")] = 1,
-    binary_markets: Annotated[int, typer.Option(help="Binary markets.")] = 500,
-    neg_risk_events: Annotated[int, typer.Option(help="Neg-risk events (4 outcomes).")] = 0,
-    batches: Annotated[int, typer.Option(help="Batches after the initial dump.")] = 1000,
-    actions: Annotated[int, typer.Option(help="Flow actions per batch.")] = 200,
+    binary_markets: Annotated[int, typer.Option(min=0, max=2500, help="Binary markets.")] = 500,
+    neg_risk_events: Annotated[
+        int, typer.Option(min=0, max=500, help="Neg-risk events (4 outcomes).")
+    ] = 0,
+    batches: Annotated[int, typer.Option(min=0, help="Batches after the initial dump.")] = 1000,
+    actions: Annotated[int, typer.Option(min=0, help="Flow actions per batch.")] = 200,
 ) -> None:
     """Write simulated market data to a capture (replay it with capture_file, pace max)."""
     from polybus.sim.capture import generate_capture
     from polybus.sim.config import SimSettings
 
-    stats = generate_capture(
-        out,
-        SimSettings(seed=seed, binary_markets=binary_markets, neg_risk_events=neg_risk_events),
-        batches=batches,
-        actions_per_batch=actions,
-    )
+    if not out.parent.is_dir():
+        raise fail(f"cannot write {out}: directory {out.parent} does not exist", 2)
+    if binary_markets + neg_risk_events == 0:
+        raise fail("nothing to simulate: give --binary-markets or --neg-risk-events", 2)
+    try:
+        stats = generate_capture(
+            out,
+            SimSettings(seed=seed, binary_markets=binary_markets, neg_risk_events=neg_risk_events),
+            batches=batches,
+            actions_per_batch=actions,
+        )
+    except OSError as error:
+        raise fail(f"cannot write {out}: {error.strerror or error}", 1) from None
     typer.echo(json.dumps(stats.__dict__))
