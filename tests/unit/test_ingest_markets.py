@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
+from structlog.testing import capture_logs
 
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.gamma import GammaClient, GammaMarket
@@ -146,6 +148,37 @@ async def test_neg_risk_markets_carry_their_event_id_for_partitioning() -> None:
         [info] = await MarketSelector(IngestSettings(), GammaClient(http, "http://g")).select()
     assert info.neg_risk
     assert info.neg_risk_market_id == "0xabc"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("orderPriceMinTickSize", 0.0000001, "tick size"),  # finer than a micro-unit
+        ("orderPriceMinTickSize", 0.02, "tick size"),  # exact, but not a venue tick size
+        ("orderMinSize", 5.0000001, "orderMinSize 5.0000001"),
+        ("feeSchedule", {"rate": 0.07000001, "exponent": 1}, "feeSchedule.rate 0.07000001"),
+    ],
+)
+async def test_a_market_whose_book_facts_are_not_exact_is_refused_loudly(
+    field: str, value: Any, named: str
+) -> None:
+    markets = [gamma_market(1, **{field: value}), gamma_market(2)]
+    with capture_logs() as logs:
+        selected = await select(IngestSettings(), markets)
+    assert selected == ["market-2"]
+    [refusal] = [entry for entry in logs if entry["event"] == "markets.refused"]
+    assert refusal["log_level"] == "warning"
+    assert refusal["condition_id"] == f"0x{1:064x}"
+    assert named in refusal["error"]
+
+
+def test_volume_and_liquidity_are_rounded_toward_zero() -> None:
+    market = msgspec.json.decode(
+        json.dumps(gamma_market(1, volume24hr=1000.1234567, liquidityNum=0.0000009)),
+        type=GammaMarket,
+    )
+    info = market_info(market, now_ns=1)
+    assert (info.volume_24h, info.liquidity) == (1_000_123_456, 0)
 
 
 def test_subscribe_frames_are_chunked_and_ask_for_the_initial_dump() -> None:

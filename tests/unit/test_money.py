@@ -12,6 +12,7 @@ from polybus.common.money import (
     MICROS,
     SIZE_MAX,
     FixedPointError,
+    decimal_micros,
     format_micros,
     notional,
     parse_micros,
@@ -166,3 +167,43 @@ def test_notional_is_exact_and_rounds_down() -> None:
     assert notional(500_000, 10_000_000) == 5_000_000  # 10 shares @ 0.50 = 5 pUSD
     assert notional(333_333, 3_000_000) == 999_999
     assert notional(-333_333, 3_000_000) == -999_999
+
+
+# -- Decimals (Gamma's JSON numbers) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        ("0.01", 10_000),
+        ("0.001", 1_000),
+        ("5", 5_000_000),
+        ("1E+1", 10_000_000),
+        ("2.5E-3", 2_500),
+        ("0.0000010", 1),
+        ("-0.5", -500_000),
+    ],
+)
+def test_decimals_convert_exactly(value: str, micros: int) -> None:
+    assert decimal_micros(Decimal(value)) == micros
+
+
+@pytest.mark.parametrize("value", ["0.0000001", "0.00999999999", "1E-7", "NaN", "Infinity"])
+def test_sub_micro_or_non_finite_decimals_are_refused_by_default(value: str) -> None:
+    with pytest.raises(FixedPointError, match="tick size"):
+        decimal_micros(Decimal(value), what="tick size")
+
+
+def test_informational_decimals_round_toward_zero_when_asked() -> None:
+    assert decimal_micros(Decimal("1234.5678919"), round_down=True) == 1_234_567_891
+    assert decimal_micros(Decimal("-0.0000019"), round_down=True) == -1
+
+
+def test_decimal_range_is_checked() -> None:
+    with pytest.raises(FixedPointError, match="out of range"):
+        decimal_micros(Decimal("-1"), what="min size", minimum=0)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, max_value=10**9))
+def test_decimals_agree_with_the_string_parser(value: Decimal) -> None:
+    assert decimal_micros(value) == parse_micros(f"{value:f}")

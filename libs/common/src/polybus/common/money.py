@@ -8,6 +8,8 @@ carries money.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 MICROS = 1_000_000
 """Micro-units per whole unit (one share, one pUSD, a price of 1)."""
 
@@ -113,3 +115,55 @@ def notional(price: int, size: int) -> int:
     """price x size in micro-units, rounded down (toward zero) to a whole micro-unit."""
     product = price * size
     return product // MICROS if product >= 0 else -((-product) // MICROS)
+
+
+def decimal_micros(
+    value: Decimal,
+    *,
+    what: str = "value",
+    minimum: int | None = None,
+    maximum: int | None = None,
+    round_down: bool = False,
+) -> int:
+    """A ``Decimal`` (a JSON number read exactly, e.g. from Gamma) in micro-units.
+
+    The rule is :func:`parse_micros`'s: a value with a non-zero digit past the sixth decimal
+    place, or that is not finite, raises :class:`FixedPointError` naming it. Only figures
+    that are informational (volume, liquidity) may pass ``round_down=True``: they are then
+    rounded toward zero to a whole micro-unit, never to the nearest.
+    """
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise FixedPointError(f"{what} {value!r} is not a finite decimal number")
+    # From the digits, not Decimal arithmetic: that rounds to the context's 28 digits.
+    negative, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    magnitude = int("".join(map(str, digits)) or "0")
+    shift = exponent + DECIMALS
+    # (int ** int is typed Any: a negative exponent would give a float; these never are.)
+    micros: int
+    if shift >= 0:
+        scale: int = 10**shift
+        micros = magnitude * scale
+    else:
+        divisor: int = 10**-shift
+        micros, rest = divmod(magnitude, divisor)
+        if rest and not round_down:
+            raise FixedPointError(f"{what} {value} has more than {DECIMALS} decimal places")
+    if negative:
+        micros = -micros
+    if (minimum is not None and micros < minimum) or (maximum is not None and micros > maximum):
+        raise FixedPointError(
+            f"{what} {value} is out of range "
+            f"[{format_micros(minimum) if minimum is not None else '-inf'}, "
+            f"{format_micros(maximum) if maximum is not None else 'inf'}]"
+        )
+    return micros
+
+
+def decimal_tick_size(value: Decimal) -> int:
+    """A tick size read as a ``Decimal`` (Gamma); like :func:`parse_tick_size`, it must be
+    exactly one of the venue's tick sizes."""
+    tick = decimal_micros(value, what="tick size", minimum=1, maximum=MICROS)
+    if tick not in TICK_SIZES:
+        raise FixedPointError(f"tick size {value} is not one of the venue's tick sizes")
+    return tick

@@ -4,6 +4,11 @@ Explicit condition ids, slugs and token ids are looked up on Gamma; discovery ta
 order-book-enabled, open markets, filters them by tag and end date, ranks them by 24 h volume
 or liquidity and keeps the top N. Markets that are closed, archived or not on the book are
 never selected, so a refresh drops them (their books close, their sockets unsubscribe).
+
+Gamma's numbers become micro-units by :func:`polybus.common.money.decimal_micros`'s one rule:
+a tick size, minimum order size or fee rate that is not exact to the micro-unit is refused,
+and so is its market (a warning ``markets.refused`` names it and the value); only volume and
+liquidity, which merely rank markets, are rounded, toward zero.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 import msgspec
 import structlog
 
 from polybus.common.events import MarketInfo, Outcome
-from polybus.common.money import MICROS
+from polybus.common.money import FixedPointError, decimal_micros, decimal_tick_size
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.gamma import GammaClient, GammaMarket
 
@@ -27,10 +32,16 @@ _DAY_NS = 86_400 * 1_000_000_000
 _EXPLICIT_BATCH = 50
 
 
-def _micros(value: Decimal | None) -> int:
+def _exact(value: Decimal | None, what: str) -> int:
+    """A fact the books and orders depend on: exact, or the market is refused."""
+    return 0 if value is None else decimal_micros(value, what=what, minimum=0)
+
+
+def _figure(value: Decimal | None) -> int:
+    """A figure that only ranks markets: rounded toward zero; absent or not finite is 0."""
     if value is None or not value.is_finite():
         return 0
-    return int((value * MICROS).to_integral_value(rounding=ROUND_DOWN))
+    return decimal_micros(value, round_down=True)
 
 
 def _end_ns(text: str) -> int:
@@ -58,8 +69,12 @@ def tradable(market: GammaMarket) -> bool:
 
 
 def market_info(market: GammaMarket, now_ns: int) -> MarketInfo:
-    """Gamma's market as a polybus MarketInfo (fixed-point; event id from the content)."""
+    """Gamma's market as a polybus MarketInfo (fixed-point; event id from the content).
+
+    Raises :class:`FixedPointError` for a tick size, minimum size or fee rate that is not an
+    exact micro-unit value (or not one of the venue's tick sizes)."""
     fee = market.fee_schedule
+    tick = market.order_price_min_tick_size
     fields = {
         "condition_id": market.condition_id,
         "question": market.question,
@@ -68,19 +83,19 @@ def market_info(market: GammaMarket, now_ns: int) -> MarketInfo:
             Outcome(token_id=token, outcome=name)
             for token, name in zip(market.token_ids(), market.outcome_names(), strict=False)
         ),
-        "tick_size": _micros(market.order_price_min_tick_size),
-        "min_order_size": _micros(market.order_min_size),
+        "tick_size": 0 if tick is None else decimal_tick_size(tick),
+        "min_order_size": _exact(market.order_min_size, "orderMinSize"),
         "neg_risk": market.neg_risk,
         "neg_risk_market_id": market.group_id(),
-        "fee_rate": _micros(fee.rate)
+        "fee_rate": _exact(fee.rate, "feeSchedule.rate")
         if fee is not None and market.fees_enabled is not False
         else 0,
         "fee_exponent": int(fee.exponent) if fee is not None and fee.exponent is not None else 1,
         "end_date_ns": _end_ns(market.end_date),
         "active": market.active,
         "closed": market.closed,
-        "volume_24h": _micros(market.volume24hr),
-        "liquidity": _micros(market.liquidity_num),
+        "volume_24h": _figure(market.volume24hr),
+        "liquidity": _figure(market.liquidity_num),
     }
     # The same facts give the same id, so a re-publication (or a second instance) dedups.
     digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).hexdigest()
@@ -109,7 +124,15 @@ class MarketSelector:
         if self.settings.discover and self.settings.discover_top_n:
             for market in await self._discover(now_ns):
                 chosen.setdefault(market.condition_id, market)
-        return [market_info(market, now_ns) for market in chosen.values()]
+        infos = []
+        for market in chosen.values():
+            try:
+                infos.append(market_info(market, now_ns))
+            except FixedPointError as error:
+                # Rounding a tick or a minimum size would misprice orders and break the
+                # venue hash; the market is left out, loudly.
+                _log.warning("markets.refused", condition_id=market.condition_id, error=str(error))
+        return infos
 
     async def _explicit(self) -> list[GammaMarket]:
         settings = self.settings
