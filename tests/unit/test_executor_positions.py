@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,3 +159,24 @@ def test_a_position_snapshot_round_trips_through_the_codec() -> None:
     assert snapshot.unrealized_pnl == 10_000
     assert snapshot.fees == 1_000
     assert msgspec.json.decode(msgspec.json.encode(snapshot), type=type(snapshot)) == snapshot
+
+
+@given(
+    fills=st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]), prices, sizes), max_size=8),
+    order=st.randoms(use_true_random=False),
+)
+def test_confirmations_in_any_order_give_the_arrival_order_fold(
+    fills: list[tuple[Side, int, int]], order: random.Random
+) -> None:
+    book, reference = PositionBook(), Holding()
+    for index, (side, price, size) in enumerate(fills):
+        book.on_fill(fill(f"t{index}", side, price, size))
+        reference.apply(side, price, size, 0)
+    confirming = list(enumerate(fills))
+    order.shuffle(confirming)
+    for index, (side, price, size) in confirming:
+        book.on_fill(fill(f"t{index}", side, price, size, "CONFIRMED"))
+    position = book.get("mm", "yes")
+    if position is not None:
+        assert position.confirmed == reference
+        assert position.provisional == reference

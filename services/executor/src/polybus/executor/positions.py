@@ -112,6 +112,8 @@ class Holding:
 class _FillRecord:
     fill: Fill
     fill_class: FillClass
+    index: int
+    """Arrival order within the position."""
 
 
 @dataclass(slots=True)
@@ -125,27 +127,40 @@ class Position:
     provisional: Holding = field(default_factory=Holding)
     fills: dict[str, _FillRecord] = field(default_factory=dict)
     """Every fill seen, in arrival order (dicts keep insertion order)."""
+    confirmed_through: int = -1
+    """The highest arrival index folded into ``confirmed``."""
 
     def on_fill(self, fill: Fill) -> bool:
         """Count ``fill`` by its settlement status; False when nothing changed."""
         new_class = _CLASS_OF[fill.settlement]
         record = self.fills.get(fill.fill_id)
         if record is None:
-            self.fills[fill.fill_id] = _FillRecord(fill, new_class)
+            record = self.fills[fill.fill_id] = _FillRecord(fill, new_class, len(self.fills))
             if new_class == "failed":
                 return False
             # A new fill is the latest in arrival order, so it folds onto the end.
             self.provisional.apply(fill.side, fill.price, fill.size, fill.fee)
             if new_class == "confirmed":
-                self._rebuild_confirmed()
+                self._confirm(record)
             return True
         if record.fill_class != "provisional" or record.fill_class == new_class:
             return False
         record.fill_class = new_class
         if new_class == "failed":
             self._rebuild_provisional()
-        self._rebuild_confirmed()
+        else:
+            self._confirm(record)
         return True
+
+    def _confirm(self, record: _FillRecord) -> None:
+        # Confirmations usually come in arrival order and fold onto the end; a fill confirmed
+        # after a later-arrived one was needs a rebuild (the fold follows arrival order).
+        if record.index > self.confirmed_through:
+            fill = record.fill
+            self.confirmed.apply(fill.side, fill.price, fill.size, fill.fee)
+            self.confirmed_through = record.index
+        else:
+            self._rebuild_confirmed()
 
     def _rebuild_provisional(self) -> None:
         self.provisional = Holding()
@@ -160,6 +175,7 @@ class Position:
             if record.fill_class == "confirmed":
                 fill = record.fill
                 self.confirmed.apply(fill.side, fill.price, fill.size, fill.fee)
+                self.confirmed_through = record.index
 
     def snapshot(
         self, now_ns: int, *, mark: int | None = None, sequence: int = 0
