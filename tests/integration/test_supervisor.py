@@ -74,3 +74,42 @@ async def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     await supervisor.shutdown()
     assert asyncio.get_running_loop().time() - started < 10
     assert supervisor.running() == {"stubborn": None}
+
+
+# A child that takes its time to stop: logs the SIGTERM, then exits a second later.
+SLOW_TO_STOP = """
+import signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+log.write(f"start {sys.argv[2]}\\n")
+def stop(*_):
+    log.write(f"stop {sys.argv[2]}\\n")
+    time.sleep(1.0)
+    log.write(f"exit {sys.argv[2]}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_services_stop_together_before_the_servers_they_use(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+
+    def started(name: str) -> bool:
+        return f"start {name}" in (log.read_text() if log.exists() else "")
+
+    supervisor = Supervisor(stop_timeout_s=5)
+    server = [sys.executable, "-c", POLITE, str(log), "server"]
+    await supervisor.start(ProcessSpec(name="server", argv=server, ready=lambda: started("server")))
+    for name in ("service-a", "service-b"):
+        argv = [sys.executable, "-c", SLOW_TO_STOP, str(log), name]
+        await supervisor.start(ProcessSpec(name=name, argv=argv), wait_ready=False)
+    await eventually(lambda: started("service-a") and started("service-b"), 20, "services up")
+    await supervisor.shutdown()
+    lines = log.read_text().splitlines()
+    events = [line for line in lines if not line.startswith("start")]
+    # Both services were signalled before either finished stopping: they stopped at once,
+    # so three slow services take one stop time, not three. The server went last.
+    assert sorted(events[:2]) == ["stop service-a", "stop service-b"]
+    assert sorted(events[2:4]) == ["exit service-a", "exit service-b"]
+    assert events[4:] == ["stop server"]

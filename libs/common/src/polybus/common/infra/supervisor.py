@@ -2,8 +2,10 @@
 
 A child that exits while the supervisor is running is restarted after an exponential backoff
 (reset once it has stayed up for a minute); each restart is logged and counted
-(``polybus_supervisor_restarts_total``). Shutdown signals the children newest-first and waits
-for each, so services stop before the servers they use.
+(``polybus_supervisor_restarts_total``). Shutdown stops the children started without waiting
+for readiness (services: nothing waited for them, so nothing depends on them) all at once, then
+the others newest first, so services stop before the servers they use and the whole stop fits the
+2 s budget of a signal.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class _Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     watcher: asyncio.Task[None] | None = None
+    depended_on: bool = True
+    """Started with ``wait_ready``: later children may use it, so it stops after them."""
 
 
 class Supervisor:
@@ -61,7 +65,7 @@ class Supervisor:
 
     async def start(self, spec: ProcessSpec, *, wait_ready: bool = True) -> None:
         """Start a supervised child; with ``wait_ready``, return once ``spec.ready()`` holds."""
-        child = _Child(spec)
+        child = _Child(spec, depended_on=wait_ready)
         self._children.append(child)
         await self._launch(child)
         if wait_ready:
@@ -140,24 +144,31 @@ class Supervisor:
             _log.info("supervisor.restarted", child=child.spec.name, restarts=child.restarts)
 
     async def shutdown(self) -> None:
-        """Stop every child, newest first, each with its stop signal, then SIGKILL on timeout."""
+        """Stop every child with its stop signal (SIGKILL on timeout): the services together,
+        then the servers newest first."""
         self._stopping = True
+        leaves = [child for child in self._children if not child.depended_on]
+        await asyncio.gather(*(self._stop(child) for child in leaves))
         for child in reversed(self._children):
-            if child.watcher is not None:
-                child.watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.watcher
-            process = child.process
-            if process is None or process.returncode is not None:
-                continue
+            if child.depended_on:
+                await self._stop(child)
+
+    async def _stop(self, child: _Child) -> None:
+        if child.watcher is not None:
+            child.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await child.watcher
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, child.spec.stop_signal)
+        try:
+            code = await asyncio.wait_for(process.wait(), self._stop_timeout)
+        except TimeoutError:
+            _log.warning("supervisor.kill", child=child.spec.name, after_s=self._stop_timeout)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, child.spec.stop_signal)
-            try:
-                code = await asyncio.wait_for(process.wait(), self._stop_timeout)
-            except TimeoutError:
-                _log.warning("supervisor.kill", child=child.spec.name, after_s=self._stop_timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-                code = await process.wait()
-            metrics.SUPERVISOR_CHILD_UP.labels(child.spec.name).set(0)
-            _log.info("supervisor.stopped", child=child.spec.name, exit_code=code)
+                os.kill(process.pid, signal.SIGKILL)
+            code = await process.wait()
+        metrics.SUPERVISOR_CHILD_UP.labels(child.spec.name).set(0)
+        _log.info("supervisor.stopped", child=child.spec.name, exit_code=code)
