@@ -70,6 +70,7 @@ def ingest_settings(sim: Simulator, **overrides: Any) -> IngestSettings:
         "mismatch_grace_s": 0.3,
         "crossed_grace_s": 0.6,
         "tick_interval_s": 0.05,
+        "ping_interval_s": 3600.0,
         "snapshot_interval_s": 0.0,
         "hash_check_interval_s": 0.0,
     }
@@ -132,11 +133,27 @@ def all_live(ingest: Ingest) -> bool:
     return bool(ingest.engine.tracks) and states["live"] == len(ingest.engine.tracks)
 
 
-async def quiesce(sim: Simulator, bus: NatsBus) -> None:
+async def quiesce(sim: Simulator, ingest: Ingest, bus: NatsBus) -> None:
+    """The simulator stopped, and everything it sent processed by the ingest and published."""
     await sim.pause_flow()
     await sim.flush()
-    await asyncio.sleep(0.2)  # the last frames cross loopback into the ingest's readers
+    await ping_fence(ingest)
+    await eventually(lambda: not ingest.engine.outbox, 10, "the ingest's outbox drained")
     await bus.flush()
+
+
+async def ping_fence(ingest: Ingest) -> None:
+    """A PING on every socket, and its PONG read: the venue answers in order, and a socket's
+    reader applies each frame before it reads the next, so every frame sent before is applied.
+    (The tests' ping interval is far longer than a test: no other PONG can stand in.)"""
+    sockets = [s for s in ingest.pool.sockets if s.connection is not None]
+    pongs = {s: s.frames - s.data_frames for s in sockets}
+    for socket in sockets:
+        assert socket.connection is not None
+        await socket.connection.send("PING")
+    await eventually(
+        lambda: all(s.frames - s.data_frames > pongs[s] for s in sockets), 10, "PONG fence"
+    )
 
 
 def mismatched_books(ingest: Ingest, sim: Simulator) -> list[str]:
@@ -165,7 +182,7 @@ async def test_1000_assets_over_several_sockets_stay_equal_to_the_simulator(
         assert all(len(s.assets) <= 200 for s in ingest.pool.sockets)
         stats = ingest.engine.stats
         await eventually(lambda: stats.bbo_passed > 500, 20, "flow to be checked")
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
         assert stats.bbo_failed == 0
         assert stats.hash_failed == 0
@@ -190,7 +207,7 @@ async def test_a_silent_stall_is_detected_and_healed(
         await eventually(
             lambda: c.statuses(asset)[-1] == ("live", "snapshot"), 5, "the live status"
         )
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
 
 
@@ -205,7 +222,7 @@ async def test_an_abrupt_disconnect_is_detected_and_healed(
             lambda: sum(s.connects for s in ingest.pool.sockets) > connects, 10, "reconnect"
         )
         await eventually(lambda: all_live(ingest), 10, "books live again")
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
 
 
@@ -232,7 +249,7 @@ async def test_a_dropped_delta_is_detected_and_the_asset_resynced(
                 break
         assert detected()
         await eventually(lambda: c.statuses(asset)[-1] == ("live", "snapshot"), 10, "resynced")
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
         assert ingest.engine.tracks[asset].counts.resyncs >= 1
 
@@ -253,7 +270,7 @@ async def test_a_briefly_crossed_book_is_tolerated(bus: NatsBus, definitions: De
             "the crossing ends",
         )
         assert not any(status == "stale" for a in assets for status, _ in c.statuses(a))
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
 
 
@@ -275,7 +292,7 @@ async def test_a_persistently_crossed_book_is_resynced(
             "the crossing ends",
         )
         await eventually(lambda: all_live(ingest), 10, "books live again")
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
 
 
@@ -308,7 +325,7 @@ async def test_a_bad_frame_is_dead_lettered_its_siblings_applied_and_nothing_die
                 "the sibling book applied",
             )
         assert all_live(ingest)
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         assert mismatched_books(ingest, sim) == []
 
 
@@ -327,7 +344,10 @@ async def test_a_tick_change_updates_the_tick_at_once(
         assert event.new_tick_size == 1_000
         assert ingest.engine.tracks[asset].tick == 1_000
         failed = ingest.engine.stats.hash_failed
-        await asyncio.sleep(0.5)
+        # Batches after the change are hashed with the new tick: several must pass.
+        counts = ingest.engine.tracks[asset].counts
+        passed = counts.hash_passed
+        await eventually(lambda: counts.hash_passed >= passed + 5, 20, "hashes after the tick")
         assert ingest.engine.stats.hash_failed == failed
         assert all_live(ingest)
 
@@ -400,7 +420,7 @@ async def test_a_consumer_that_misses_a_seq_rebuilds_from_a_snapshot(
             follower.skip_seq = follower.seq + 5  # a later event will be lost on the way
         await eventually(lambda: follower.skip_seq == 0, 10, "a delta lost on the way")
         await eventually(lambda: follower.rebuilds >= 1, 10, "the rebuild")
-        await quiesce(sim, bus)
+        await quiesce(sim, ingest, bus)
         await eventually(lambda: follower.seq == track.seq, 5, "the follower caught up")
         assert follower.book == track.book
         await subscription.unsubscribe()
@@ -436,8 +456,8 @@ async def test_no_snapshot_after_resync_leads_to_resubscribes_then_a_rest_seed(
 async def test_market_data_is_deduplicated_by_event_id_in_the_md_stream(
     bus: NatsBus, definitions: Definitions
 ) -> None:
-    async with running(bus, definitions, small(1)) as (sim, _, c):
-        await quiesce(sim, bus)
+    async with running(bus, definitions, small(1)) as (sim, ingest, c):
+        await quiesce(sim, ingest, bus)
         stream = bus.namespace.stream("MD")
         before = (await bus.js.stream_info(stream)).state.messages
         subject, event = next((s, e) for s, e in c.events if isinstance(e, BookSnapshot))
