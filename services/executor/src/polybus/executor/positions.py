@@ -10,13 +10,23 @@ A venue trade is a fill that is re-published on every settlement status change (
 CONFIRMED and FAILED are final: a status arriving after them (a redelivery out of order) is
 ignored, and the same fill with the same status twice changes nothing.
 
+Fees are in the asset the venue takes them in (``Fill.fee``, VENUE §6.5): shares on a BUY,
+pUSD on a SELL. A BUY of S shares at p with fee f pays p x S pUSD and delivers S - f shares,
+so the position's size is what the venue shows at reconciliation. It is folded as the buy of S
+at p followed by giving up f shares for nothing (a sale at price 0): the shares the venue kept
+take their share of the cost out as a realised loss at once, like a SELL's pUSD fee, and the
+average price of the rest stays what was paid. A SELL's pUSD fee counts in full against
+realised PnL. ``fees`` reports every fee's pUSD value: a SELL's as paid, a BUY's shares valued
+at the fill price, rounded up.
+
 Arithmetic is exact: a position keeps its cost as the exact sum of price x size (micro-units
-squared), so nothing is rounded while it is open. Rounding happens only where a value leaves in
-micro-units, always *against us*: realised and unrealised PnL round down (a gain is smaller, a
-loss bigger, by under a micro-pUSD); a partial close takes its cost share rounded so the
-realised part is the lower one, and the full close then realises exactly the rest, so a
-position opened and closed again realises exactly ``(sell - buy) x size`` (rounded down once)
-minus fees. A fee (pUSD micro-units) counts in full against realised PnL when its fill counts.
+squared), so nothing is rounded while it is open, and realised plus open cost always equals the
+exact cash paid. Rounding happens only where a value leaves in micro-units, always *against
+us*: realised and unrealised PnL round down (a gain is smaller, a loss bigger, by under a
+micro-pUSD); a partial close (the shares a BUY's fee gives up included) takes its cost share
+rounded so the realised part is the lower one, and the full close then realises exactly the
+rest, so a position opened and closed again realises exactly ``sell x sold - buy x bought``
+(rounded down once) minus the SELL's pUSD fee.
 
 A fill that FAILED after later fills were applied changes average prices retroactively; the
 position is then rebuilt from its remaining fills in arrival order, which restores exactly the
@@ -29,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from polybus.common.events import Fill, PositionSnapshot, SettlementStatus
+from polybus.common.events import Fill, PositionSnapshot, SettlementStatus, Side
 from polybus.common.money import MICROS
 
 FillClass = Literal["provisional", "confirmed", "failed"]
@@ -56,18 +66,32 @@ class Holding:
     cost: int = 0
     """Signed sum of price x size of the open shares, micro-units squared."""
     realized: int = 0
-    """Realised PnL before fees, micro-units squared (exact)."""
+    """Realised PnL before pUSD fees, micro-units squared (exact); a BUY's share fee is in it."""
+    pusd_fees: int = 0
+    """The fees paid in pUSD (a SELL's), micro-units."""
     fees: int = 0
-    """pUSD micro-units."""
+    """Every fee's pUSD value, micro-units (a BUY's share fee at its fill price, rounded up)."""
 
-    def apply(self, side: str, price: int, size: int, fee: int) -> None:
-        self.fees += fee
-        signed = size if side == "BUY" else -size
+    def apply(self, side: Side, price: int, size: int, fee: int) -> None:
+        """Fold one fill in; ``fee`` as ``Fill.fee`` carries it (shares on a BUY, else pUSD)."""
+        if side == "SELL":
+            self._trade(price, -size)
+            self.pusd_fees += fee
+            self.fees += fee
+            return
+        self._trade(price, size)
+        if fee:
+            # The venue keeps ``fee`` of the shares bought: they leave for nothing. (A short,
+            # which the CLOB cannot hold, takes them on at no proceeds, realised when covered.)
+            self._trade(0, -fee)
+            self.fees += _ceil_div(fee * price, MICROS)
+
+    def _trade(self, price: int, signed: int) -> None:
         if self.size == 0 or (self.size > 0) == (signed > 0):
             self.size += signed
             self.cost += price * signed
             return
-        closing = min(size, abs(self.size))
+        closing = min(abs(signed), abs(self.size))
         if self.size > 0:
             # Closing a long: the cost share taken out is rounded up, so realised is the lower.
             removed = _ceil_div(self.cost * closing, self.size)
@@ -80,7 +104,7 @@ class Holding:
             self.realized += removed - price * closing
             self.cost += removed
             self.size += closing
-        rest = size - closing
+        rest = abs(signed) - closing
         if rest:
             self.size = rest if signed > 0 else -rest
             self.cost = price * self.size
@@ -88,7 +112,7 @@ class Holding:
     @property
     def realized_pnl(self) -> int:
         """Realised PnL including fees, pUSD micro-units, rounded down."""
-        return self.realized // MICROS - self.fees
+        return self.realized // MICROS - self.pusd_fees
 
     @property
     def average_price(self) -> int:
