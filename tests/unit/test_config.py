@@ -166,3 +166,46 @@ def test_config_check_exits_2_naming_the_bad_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2
     assert "embedded.nats_port = 70000" in result.output
+
+
+def test_a_secret_hash_reveals_nothing_about_its_value() -> None:
+    # Equal secrets still hash alike (sets and frozen config Structs keep working).
+    assert hash(Secret("hunter2")) == hash(Secret("hunter2"))
+    assert hash(Secret("hunter2")) == hash(Secret("correct horse"))
+    assert hash(Secret("hunter2")) != hash("hunter2")
+    assert len({Secret("a"), Secret("a"), Secret("b")}) == 2
+
+
+def test_a_config_without_a_streams_file_works_from_anywhere(tmp_path: Path) -> None:
+    copy = write(tmp_path / "mine.toml", (REPO / "config" / "sim.toml").read_text())
+    config = load_config(copy, section_types(discover_plugins()))
+    assert Path(config.deployment.bus.streams_file) == BUILTIN_STREAMS_FILE
+    assert BUILTIN_STREAMS_FILE.is_file()
+
+
+def test_a_config_naming_its_own_streams_file_resolves_it_beside_the_config(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / "c.toml", '[bus]\nstreams_file = "mine/streams.toml"\n')
+    config = load_config(path, {})
+    assert config.deployment.bus.streams_file == str(tmp_path / "mine" / "streams.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("[bus]\npartitions = 0\n", ("c.toml", "bus.partitions = 0")),
+        ('[bus]\nsubject_prefix = "a b"\n', ("c.toml", "bus.subject_prefix = 'a b'")),
+        ('[bus]\nstream_prefix = "a.b"\n', ("c.toml", "bus.stream_prefix = 'a.b'")),
+        ('secrets_file = "absent.toml"\n', ("c.toml", "secrets_file", "absent.toml")),
+    ],
+)
+def test_every_config_error_names_the_file_and_the_key(
+    tmp_path: Path, text: str, fragments: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path / "c.toml", text), {})
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polybus.common.subjects import Namespace, Subjects, partition_of
+from polybus.common.subjects import Namespace, Subjects, check_subject_pattern, partition_of
 
 ASSET = "76670567130917723816490572615540605537878462672464291990940067659127658071111"
 CONDITION = "0x285746de0e4f751fd4dc8f9dc2cecd0101ba9ad0096a43145ed9643b09514f01"
@@ -87,3 +87,36 @@ def test_partition_is_in_range(key: str, partitions: int) -> None:
 def test_partition_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="partitions"):
         partition_of("x", 0)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["md.polymarket.*.trade.>", ">", "*", "ctl.halt", f"md.polymarket.3.book.{ASSET}"]
+)
+def test_valid_patterns_pass_unchanged(pattern: str) -> None:
+    assert check_subject_pattern(pattern) == pattern
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("", "empty"),
+        ("foo bar", "whitespace"),  # nats-py would subscribe to foo in queue group bar
+        (" md.>", "whitespace"),
+        ("a..b", "empty token"),  # the server would refuse it and the client reconnect forever
+        ("a.", "empty token"),
+        ("a.>.b", "'>' is allowed only as the last token"),
+        ("md.trade*", "token 'trade*'"),
+        ("md.\r\nPUB", "token"),  # a control character could inject a protocol line
+        ("md.é", "token"),
+    ],
+)
+def test_malformed_patterns_are_refused_naming_the_problem(pattern: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=r"subject|empty") as raised:
+        check_subject_pattern(pattern)
+    assert problem in str(raised.value)
+
+
+@given(st.lists(st.sampled_from(["md", "polymarket", "7", "*", "book"]), min_size=1, max_size=6))
+def test_every_subject_the_builders_make_is_a_valid_pattern(tokens: list[str]) -> None:
+    assert check_subject_pattern(".".join(tokens))
+    assert check_subject_pattern(Subjects("pre").market_data_kind("trade"))
