@@ -240,6 +240,9 @@ class Fill(Event, frozen=True, kw_only=True):
     price: int
     size: int
     fee: int = 0
+    """Micro-units of the asset the venue takes the fee in (VENUE §6.5), as it reports it:
+    shares on a BUY (the venue keeps them: ``size - fee`` shares arrive), pUSD on a SELL
+    (taken from the proceeds); 0 for a maker fill."""
     liquidity: Literal["maker", "taker"] = "taker"
     settlement: SettlementStatus = "MATCHED"
     venue_order_id: str = ""
