@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -140,3 +141,49 @@ async def test_polybus_ingest_publishes_books_and_stops_cleanly_on_sigterm(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     await subscription.unsubscribe()
+
+
+async def test_an_ingest_that_follows_no_market_is_degraded_and_status_says_why(
+    bus: NatsBus, definitions: Definitions, nats_server: NatsServerInfo, tmp_path: Path
+) -> None:
+    # Offline with the default market selection: Gamma cannot be reached, no explicit list.
+    await bus.apply(definitions)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    namespace = bus.namespace
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[bus]\nurl = "{nats_server.url}"\nsubject_prefix = "{namespace.subject_prefix}"\n'
+        f'stream_prefix = "{namespace.stream_prefix}"\n'
+        f'[database]\nurl = "postgresql://polybus@{dead}/polybus"\n'
+        f'[ingest]\ngamma_url = "http://{dead}"\nclob_url = "http://{dead}"\n'
+        f'market_ws_url = "ws://{dead}"\nmetrics_port = 0\nheartbeat_interval_s = 0.5\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus.common.cli", "ingest", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    ingest: dict[str, object] = {}
+
+    async def reported() -> bool:
+        code, out = await polybus(
+            "status", "--json", "--connect-timeout", "2", "--config", str(config)
+        )
+        services = [s for s in json.loads(out)["services"] if s["service"] == "ingest"]
+        ingest.update(services[0] if services else {})
+        return code == 1 and bool(services)
+
+    try:
+        await eventually(reported, 30, "the ingest's heartbeat in polybus status")
+        assert ingest["status"] == "degraded"
+        assert ingest["healthy"] is False
+        assert "no markets selected" in str(ingest["reason"])
+        assert "market selection failed" in str(ingest["reason"])
+        code, human = await polybus("status", "--connect-timeout", "2", "--config", str(config))
+        assert code == 1
+        assert "ingest" in human
+        assert "no markets selected" in " ".join(human.split())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import msgspec
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.cli import app
 from polybus.common.streams import Definitions, apply
-from tests.conftest import STREAMS_FILE, NatsServerInfo
+from tests.conftest import REPO, STREAMS_FILE, NatsServerInfo
 
 
 async def test_apply_is_idempotent(bus: NatsBus, definitions: Definitions) -> None:
@@ -66,3 +67,30 @@ async def test_cli_apply_twice_says_nothing_to_change(
     assert second.exit_code == 0, second.output
     assert "nothing to change" in second.output
     assert "created" not in second.output
+
+
+async def test_a_config_copied_elsewhere_applies_the_built_in_definitions(
+    bus: NatsBus, nats_server: NatsServerInfo, tmp_path: Path
+) -> None:
+    # cp config/sim.toml ~/mine.toml: no streams.toml beside it, and it names none.
+    copy = tmp_path / "mine.toml"
+    copy.write_text(
+        (REPO / "config" / "sim.toml")
+        .read_text()
+        .replace(
+            "[bus]\n",
+            f'[bus]\nurl = "{nats_server.url}"\n'
+            f'subject_prefix = "{bus.namespace.subject_prefix}"\n'
+            f'stream_prefix = "{bus.namespace.stream_prefix}"\n',
+            1,
+        )
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus.common.cli", "streams", "apply", "--config", "mine.toml",
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert f"stream {bus.namespace.stream('MD')}: created" in out.decode()
+    info = await bus.js.stream_info(bus.namespace.stream("MD"))
+    assert info.config.subjects == [bus.namespace.subjects.market_data_all()]
