@@ -79,6 +79,28 @@ class Count(_Body, kw_only=True):
     count: int = 1
 
 
+class RetrySettlement(_Body, kw_only=True):
+    count: int = 1
+    then: Literal["CONFIRMED", "FAILED"] = "CONFIRMED"
+
+
+class TakerDelay(_Body, kw_only=True):
+    condition_id: str
+    delay_ms: int = 250
+
+
+class LoseOrderResponse(_Body, kw_only=True):
+    count: int = 1
+    mode: Literal["hold", "drop"] = "hold"
+    hold_s: float = 30.0
+
+
+class DeployWallet(_Body, kw_only=True):
+    address: str
+    owner: str
+    signature_type: Literal[1, 2, 3]
+
+
 class Empty(_Body, kw_only=True):
     pass
 
@@ -127,7 +149,19 @@ class Admin:
             web.get("/admin/faults", self.faults_status),
             web.post("/admin/faults/{name}", self.fault),
             web.post("/admin/mispricing", self.mispricing),
+            web.post("/admin/wallets", self.deploy_wallet),
         ]
+
+    async def deploy_wallet(self, request: web.Request) -> web.Response:
+        """Put a proxy (1), Safe (2) or deposit wallet (3) owned by an EOA on the chain."""
+        body = await _body(request, DeployWallet)
+        try:
+            wallet = self.sim.trading.wallets.deploy(
+                address=body.address, owner=body.owner, signature_type=body.signature_type
+            )
+        except ValueError as error:
+            return error_response(400, str(error))
+        return json_response(wallet)
 
     async def state(self, request: web.Request) -> web.Response:
         return json_response(self.sim.state())
@@ -267,6 +301,19 @@ class Admin:
         async def fail_settlement(request: web.Request) -> Any:
             faults.fail_next_settlements((await _body(request, Count)).count)
 
+        async def retry_settlement(request: web.Request) -> Any:
+            body = await _body(request, RetrySettlement)
+            faults.retry_next_settlements(body.count, body.then)
+
+        async def taker_delay(request: web.Request) -> Any:
+            body = await _body(request, TakerDelay)
+            faults.taker_delay(body.condition_id, body.delay_ms)
+            return body.condition_id
+
+        async def lose_order_response(request: web.Request) -> Any:
+            body = await _body(request, LoseOrderResponse)
+            faults.lose_order_responses(body.count, mode=body.mode, hold_s=body.hold_s)
+
         async def clear(request: web.Request) -> Any:
             await _body(request, Empty)
             faults.clear()
@@ -286,5 +333,8 @@ class Admin:
             "rate_limit": rate_limit,
             "slow": slow,
             "fail_settlement": fail_settlement,
+            "retry_settlement": retry_settlement,
+            "taker_delay": taker_delay,
+            "lose_order_response": lose_order_response,
             "clear": clear,
         }

@@ -82,3 +82,12 @@ class Balances:
         else:
             account.collateral += sign * cost
             account.positions[asset_id] = position - sign * size
+
+    def charge_fee(self, address: str, asset_id: str, side: Side, fee: int) -> None:
+        """Take a taker fee from what the fill brought: shares of a BUY, pUSD of a SELL
+        (VENUE.md §6.5); a negative ``fee`` gives it back."""
+        account = self.account(address)
+        if side == BUY:
+            account.positions[asset_id] = self.position(account, asset_id) - fee
+        else:
+            account.collateral -= fee

@@ -175,12 +175,15 @@ class MarketBook:
         min_order_size: int,
         neg_risk: bool,
         on_change: ChangeSink,
+        protocol_v2: bool = False,
     ) -> None:
         self.condition_id = condition_id
         self.token_ids = (yes_id, no_id)
         self.tick_size = tick_size
         self.min_order_size = min_order_size
         self.neg_risk = neg_risk
+        self.protocol_v2 = protocol_v2
+        """A Protocol V2 market: position ids, ExchangeV3, EIP-712 domain "3"."""
         self._bids = _SideLevels()
         self._asks = _SideLevels()
         self.bids = self._bids.levels

@@ -275,6 +275,8 @@ class ClobPublic:
             "mbf": 0,
             "tbf": 0,
             "rfqe": False,
+            # "marketable orders are held for the taker-delay window"; omitted when false
+            **({"itode": True} if state.taker_delay_ms else {}),
             "ibce": False,
             "fd": {"r": number(info.fee_rate), "e": info.fee_exponent, "to": True},
             "oas": 0,

@@ -53,6 +53,9 @@ class SimSettings(ServiceSettings, frozen=True):
     """Each neg-risk outcome is a binary market of its own (2 tokens)."""
     min_order_size: Annotated[int, msgspec.Meta(ge=1)] = 5
     """Shares (whole numbers) for every market."""
+    protocol_v2_markets: Annotated[int, msgspec.Meta(ge=0, le=500)] = 0
+    """Binary Protocol V2 markets (position ids, ExchangeV3, EIP-712 domain "3") after the
+    CTF markets and the neg-risk events; Gamma says ``"version": "v2"`` for them."""
 
     # -- order flow ------------------------------------------------------------------------
     flow: bool = True
@@ -100,6 +103,10 @@ class SimSettings(ServiceSettings, frozen=True):
     settlement_confirmed_ms: NonNegativeInt = 1_000
     settlement_failure_probability: Probability = 0.0
     taker_fee_bps: Annotated[int, msgspec.Meta(ge=0, le=2500)] = 0
-    """Taker fee rate in basis points: fee = shares x rate x p x (1 - p), exact in integers."""
+    """Every market's taker fee rate in basis points (700 = 0.07), charged by the venue's rule
+    (:mod:`polybus.common.fees`): shares x rate x (p x (1 - p)) ** exponent."""
+    taker_fee_exponent: Annotated[int, msgspec.Meta(ge=0, le=4)] = 1
+    query_page_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    """Items per page of ``/data/orders`` and ``/data/trades`` (the venue's is 500)."""
 
     startup_faults: StartupFaults = StartupFaults()

@@ -95,6 +95,8 @@ class MarketState:
     book: MarketBook
     fair: int
     """The flow's idea of the YES fair price; drifts."""
+    taker_delay_ms: int = 0
+    """Marketable orders are held this long before they match (``delayed``; 0 = none)."""
 
 
 @dataclass(slots=True)
@@ -132,6 +134,8 @@ class Exchange:
             outcomes_per_event=settings.outcomes_per_event,
             min_order_size=settings.min_order_size,
             fee_rate=settings.taker_fee_bps * BPS,
+            fee_exponent=settings.taker_fee_exponent,
+            protocol_v2_markets=settings.protocol_v2_markets,
         )
         self.events: dict[str, SimEvent] = {event.id: event for event in universe.events}
         self.markets: dict[str, MarketState] = {}
@@ -153,6 +157,7 @@ class Exchange:
             min_order_size=market.min_order_size,
             neg_risk=market.neg_risk,
             on_change=self._on_change,
+            protocol_v2=market.protocol_v2,
         )
         state = MarketState(info=market, event=event, book=book, fair=market.initial_price)
         self.markets[market.condition_id] = state
@@ -187,7 +192,11 @@ class Exchange:
         index = len(self.markets) + 10_000
         settings = self.settings
         market, event = new_market(
-            settings.seed, index, settings.min_order_size, settings.taker_fee_bps * BPS
+            settings.seed,
+            index,
+            settings.min_order_size,
+            settings.taker_fee_bps * BPS,
+            settings.taker_fee_exponent,
         )
         self.events[event.id] = event
         with self.batch() as batch:
@@ -424,7 +433,7 @@ class Exchange:
     def _trade_frames(
         self, book: MarketBook, entry: _MarketBatch, timestamp: str
     ) -> Iterator[Outgoing]:
-        fee_bps = str(self.settings.taker_fee_bps)
+        fee_bps = str(self.markets[book.condition_id].info.fee_rate // BPS)
         for trade in entry.trades:
             size = format_size(trade.size)
             # The print appears on both tokens: taker side on the taker's token, mirrored on

@@ -7,7 +7,11 @@ array frame with a malformed or unknown element next to a valid ``book``, and a 
 change. HTTP faults act on CLOB REST (never on ``/admin``): a matching-engine restart window
 (425 on order endpoints, then post-only mode), post-only / cancel-only / trading-disabled modes
 (503 with the venue's bodies), a burst of 429s with ``Retry-After``, and slow responses.
-Settlement faults make the next trades end FAILED instead of CONFIRMED.
+Settlement faults make the next trades end FAILED instead of CONFIRMED, or go through
+RETRYING first (then CONFIRMED or FAILED). A taker delay holds a market's marketable orders
+(``delayed``) for a while before they match. A lost order response accepts the next order(s)
+and then holds the HTTP response past any client timeout, or drops the connection, so the
+client cannot know the outcome (VENUE.md §9 H14).
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ RATE_LIMITED_BODY = "Too Many Requests"
 
 OrderKind = Literal["order", "post_only_order", "cancel"]
 FrameKind = Literal["malformed", "unknown", "invalid_json"]
+SettlementEnd = Literal["CONFIRMED", "FAILED"]
+LostResponseMode = Literal["hold", "drop"]
+
+
+@dataclass(frozen=True)
+class LostResponse:
+    """How an accepted order's response is lost: held ``hold_s`` (then sent, to nobody), or
+    the connection dropped without an answer."""
+
+    mode: LostResponseMode
+    hold_s: float
 
 
 @dataclass
@@ -81,6 +96,8 @@ class Faults:
         self._slow_requests: int | None = None
         self.failed_settlements = 0
         """Trades still to fail (the settlement lifecycle takes them)."""
+        self._retrying_settlements: list[SettlementEnd] = []
+        self._lost_responses: list[LostResponse] = []
 
     # -- sockets -------------------------------------------------------------------------------
     def stall(self, socket_id: int | None = None, channel: str = "market") -> list[int]:
@@ -207,14 +224,52 @@ class Faults:
         """The next ``count`` trades go MATCHED → FAILED instead of MINED → CONFIRMED."""
         self.failed_settlements += count
 
+    def retry_next_settlements(self, count: int = 1, then: SettlementEnd = "CONFIRMED") -> None:
+        """The next ``count`` trades go MATCHED → RETRYING (the transaction reverted and is
+        resubmitted), then MINED → CONFIRMED (``then`` "CONFIRMED") or FAILED."""
+        if then not in ("CONFIRMED", "FAILED"):
+            raise ValueError(f"a retried settlement ends CONFIRMED or FAILED, not {then!r}")
+        self._retrying_settlements.extend([then] * count)
+
+    def take_retrying_settlement(self) -> SettlementEnd | None:
+        """How the next trade's retried settlement ends, if it is to be retried."""
+        return self._retrying_settlements.pop(0) if self._retrying_settlements else None
+
+    def taker_delay(self, condition_id: str, delay_ms: int = 250) -> None:
+        """Hold the market's marketable orders ``delay_ms`` before matching them: ``POST
+        /order`` answers ``delayed`` and the order matches (or rests) after the window, as
+        on markets with a taker delay (clob-markets ``itode``). 0 lifts it."""
+        if delay_ms < 0:
+            raise ValueError("delay_ms must not be negative")
+        self._exchange.markets[condition_id.lower()].taker_delay_ms = delay_ms
+
+    def lose_order_responses(
+        self, count: int = 1, *, mode: LostResponseMode = "hold", hold_s: float = 30.0
+    ) -> None:
+        """The next ``count`` ``POST /order``/``/orders`` requests are executed (the orders
+        are accepted, match and rest as usual), then the response is held ``hold_s`` before
+        it is sent (``mode`` "hold": the client times out first) or the connection is
+        closed without one (``mode`` "drop")."""
+        if mode not in ("hold", "drop"):
+            raise ValueError(f"mode is 'hold' or 'drop', not {mode!r}")
+        if hold_s < 0:
+            raise ValueError("hold_s must not be negative")
+        self._lost_responses.extend([LostResponse(mode, hold_s)] * count)
+
+    def take_lost_response(self) -> LostResponse | None:
+        return self._lost_responses.pop(0) if self._lost_responses else None
+
     def clear(self) -> None:
-        """Every fault off (stalls lifted; sockets already dropped stay dropped)."""
+        """Every fault off (stalls lifted; sockets already dropped stay dropped; taker delays
+        stay until set to 0)."""
         for window in (self._restart, self._post_only, self._cancel_only, self._disabled):
             window.until = 0.0
         self._rate_limited_requests = 0
         self._slow_ms = 0
         self._slow_requests = None
         self.failed_settlements = 0
+        self._retrying_settlements.clear()
+        self._lost_responses.clear()
         self._market_hub.drop_next.clear()
         self.unstall()
 
@@ -228,6 +283,13 @@ class Faults:
             "rate_limited_requests": self._rate_limited_requests,
             "slow_response_ms": self._slow_ms if self._slow_active(now) else 0,
             "failed_settlements": self.failed_settlements,
+            "retrying_settlements": list(self._retrying_settlements),
+            "lost_order_responses": len(self._lost_responses),
+            "taker_delays_ms": {
+                condition_id: state.taker_delay_ms
+                for condition_id, state in self._exchange.markets.items()
+                if state.taker_delay_ms
+            },
             "stalled_sockets": [s.id for s in self._registry.sockets.values() if s.stalled],
             "dropping_price_change_for": sorted(self._market_hub.drop_next),
         }

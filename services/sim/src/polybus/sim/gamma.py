@@ -61,7 +61,11 @@ def market_object(exchange: Exchange, state: MarketState) -> dict[str, Any]:
         "endDateIso": info.end_date[:10],
         "startDateIso": info.start_date[:10],
         "volume24hr": number(info.volume // 10),
-        "clobTokenIds": json.dumps([token.token_id for token in info.tokens]),
+        # A Protocol V2 market's outcomes are position ids; clients choose the field by
+        # ``version`` (VENUE.md §5.3), so the CTF field stays empty rather than repeat them.
+        "clobTokenIds": json.dumps(
+            [] if info.protocol_v2 else [token.token_id for token in info.tokens]
+        ),
         "acceptingOrders": info.active and not info.closed,
         "negRisk": info.neg_risk,
         "groupItemTitle": info.group_item_title,
@@ -75,9 +79,11 @@ def market_object(exchange: Exchange, state: MarketState) -> dict[str, Any]:
         "clearBookOnStart": False,
         "rfqEnabled": False,
         "secondsDelay": 0,
-        "version": "v1",
+        "version": "v2" if info.protocol_v2 else "v1",
         "events": [_event_summary(event)],
     }
+    if info.protocol_v2:
+        market["positionIds"] = [token.token_id for token in info.tokens]
     if info.neg_risk:
         market["negRiskMarketID"] = info.neg_risk_market_id
         market["negRiskRequestID"] = info.question_id

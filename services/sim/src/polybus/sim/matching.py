@@ -1,15 +1,22 @@
 """Matching user orders on the simulated CLOB: placement, fills against simulated liquidity and
 other users' resting orders (in time priority), resting GTC/GTD remainders, cancels, and the
 balance moves of every fill. Each fill becomes a trade handed to :mod:`polybus.sim.settlement`;
-every change goes out as ``order``/``trade`` events on the user channel."""
+every change goes out as ``order``/``trade`` events on the user channel.
+
+On a market with a taker delay a marketable order is held (status ``DELAYED``, answer
+``delayed``) for the window, then matched as if it had just arrived. Taker fees follow the
+venue's rule for the market's schedule (:mod:`polybus.common.fees`): taken in shares from a
+BUY, in pUSD from a SELL; makers pay none."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import uuid
 from collections.abc import Iterator
 
+from polybus.common.fees import FeeSchedule, taker_fee
 from polybus.common.money import MICROS
 from polybus.common.polymarket.clob import (
     PolymarketCancelResponse,
@@ -38,7 +45,11 @@ from polybus.sim.orders import (
     UserOrder,
 )
 from polybus.sim.settlement import Settlement
-from polybus.sim.venue import UserEvents, accepted
+from polybus.sim.venue import UserEvents, accepted, delayed
+from polybus.sim.wallets import Wallets
+
+BPS = 100
+"""Micro-units per basis point."""
 
 
 class Matching(FillListener):
@@ -51,8 +62,10 @@ class Matching(FillListener):
         faults: Faults,
         clock: Clock,
         events: UserEvents,
+        wallets: Wallets,
     ) -> None:
         self._exchange = exchange
+        self._wallets = wallets
         self._settings = settings
         self._clock = clock
         self._events = events
@@ -64,6 +77,8 @@ class Matching(FillListener):
         self.settlement = Settlement(settings, faults, self.balances, clock, events.trade)
         self._trade_ids = itertools.count(1)
         self._placing: UserOrder | None = None
+        self._delayed: dict[str, asyncio.TimerHandle] = {}
+        """Orders held by a taker delay, by id, with the timer that releases them."""
         exchange.fills = self
 
     def _resting_orders(self) -> Iterator[UserOrder]:
@@ -80,7 +95,9 @@ class Matching(FillListener):
     # -- placement ---------------------------------------------------------------------------
     def place(self, key: ApiKey, post: PolymarketPostOrder) -> PolymarketOrderResponse:
         """Validate, match and (for GTC/GTD) rest an order; the venue's 200 body."""
-        struct, order_id, book, token = verify_signed_order(key, post, self._exchange)
+        struct, order_id, book, token = verify_signed_order(
+            key, post, self._exchange, self._wallets
+        )
         state = self._exchange.markets[book.condition_id]
         if state.info.closed:
             raise Rejected("the market is not yet ready to process new orders", status=200)
@@ -112,9 +129,43 @@ class Matching(FillListener):
             outcome=self._outcome(book, token),
             book=book,
         )
+        delay_ms = state.taker_delay_ms
+        if delay_ms and not post.post_only and book.crosses(order.yes_side, order.yes_price):
+            return self._delay(order, delay_ms)
         return self._execute(order, post_only=post.post_only)
 
-    def _execute(self, order: UserOrder, *, post_only: bool) -> PolymarketOrderResponse:
+    def _delay(self, order: UserOrder, delay_ms: int) -> PolymarketOrderResponse:
+        # Held like a resting order (it reserves its balance and can be canceled), but off
+        # the book until the window ends. The window is venue latency, so it runs on the
+        # event loop's time like settlement, not on the simulator's clock.
+        order.status = "DELAYED"
+        self.orders[order.id] = order
+        self.open_orders.setdefault(order.owner, {})[order.id] = order
+        loop = asyncio.get_running_loop()
+        self._delayed[order.id] = loop.call_later(delay_ms / 1000, self._release, order)
+        self._events.order(order, "PLACEMENT")
+        return delayed(order)
+
+    def _release(self, order: UserOrder) -> None:
+        """The taker delay of ``order`` is over: it matches now, the rest rests or dies."""
+        self._delayed.pop(order.id, None)
+        self.open_orders.get(order.owner, {}).pop(order.id, None)
+        order.status = "LIVE"
+        try:
+            self._execute(order, post_only=False, event="UPDATE")
+        except Rejected:
+            # A FOK/FAK that the book no longer fills is killed, as on arrival.
+            order.status = "CANCELED"
+            self._events.order(order, "CANCELLATION")
+
+    def clear_delays(self) -> None:
+        for handle in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
+
+    def _execute(
+        self, order: UserOrder, *, post_only: bool, event: str = "PLACEMENT"
+    ) -> PolymarketOrderResponse:
         book = order.book
         yes_side, yes_price = order.yes_side, order.yes_price
         if post_only and book.crosses(yes_side, yes_price):
@@ -144,7 +195,7 @@ class Matching(FillListener):
             order.status = "MATCHED"  # a FAK's unfilled rest is simply dropped
         elif order.order_type in ("FOK", "FAK"):
             order.status = "CANCELED"
-        self._events.order(order, "PLACEMENT")
+        self._events.order(order, event)
         for trade in trades:
             self._events.trade(trade)
         return accepted(order, trades)
@@ -156,10 +207,9 @@ class Matching(FillListener):
         return sum(book.bids[p].size for p in book.bid_prices if p >= limit)
 
     # -- fills and trades --------------------------------------------------------------------
-    def _fee(self, size: int, price: int) -> int:
-        # shares x rate x p x (1 - p) in exact integers, rounded down to a micro-unit.
-        rate_bps = self._settings.taker_fee_bps
-        return size * rate_bps * price * (MICROS - price) // (10_000 * MICROS * MICROS)
+    def _fee_schedule(self, book: MarketBook) -> FeeSchedule:
+        info = self._exchange.markets[book.condition_id].info
+        return FeeSchedule(rate=info.fee_rate, exponent=info.fee_exponent)
 
     def _fill(self, taker: UserOrder | None, fill: Fill, timestamp_ms: int) -> Trade:
         """Record one match between a taker (None: simulated flow) and a resting entry."""
@@ -172,6 +222,7 @@ class Matching(FillListener):
             outcome = self._outcome(book, token)
         # The fill price is the resting level's (YES terms); each party sees its own token.
         taker_price = fill.price if token == 0 else MICROS - fill.price
+        schedule = self._fee_schedule(book)
         trade = Trade(
             id=self._new_trade_id(),
             taker_order_id=taker.id if taker is not None else "",
@@ -180,8 +231,8 @@ class Matching(FillListener):
             side=side,
             size=fill.size,
             price=taker_price,
-            fee=self._fee(fill.size, taker_price) if taker is not None else 0,
-            fee_rate_bps=str(self._settings.taker_fee_bps),
+            fee=taker_fee(side, taker_price, fill.size, schedule) if taker is not None else 0,
+            fee_rate_bps=str(schedule.rate // BPS),
             match_time=timestamp_ms // 1000,
             last_update=timestamp_ms // 1000,
             outcome=outcome,
@@ -199,7 +250,7 @@ class Matching(FillListener):
             self.balances.apply(
                 taker.maker_address, taker.asset_id, taker.side, fill.size, taker_price
             )
-            self.balances.account(taker.maker_address).collateral -= trade.fee
+            self.balances.charge_fee(taker.maker_address, taker.asset_id, taker.side, trade.fee)
         if maker_order is not None:
             self._maker_filled(maker_order, fill.size, trade)
         self.settlement.schedule(trade)
@@ -257,6 +308,9 @@ class Matching(FillListener):
 
     # -- cancels -----------------------------------------------------------------------------
     def cancel(self, order: UserOrder, status: str = "CANCELED") -> None:
+        held = self._delayed.pop(order.id, None)
+        if held is not None:
+            held.cancel()
         if order.resting:
             with self._exchange.batch():
                 order.book.cancel_order(order.yes_side, order.yes_price, order, order.token)
@@ -274,7 +328,7 @@ class Matching(FillListener):
                 not_canceled[order_id] = "Order not found"
             elif order.status == "MATCHED":
                 not_canceled[order_id] = "Order already matched"
-            elif not order.resting:
+            elif not order.resting and order.status != "DELAYED":
                 not_canceled[order_id] = "Order already canceled"
             else:
                 self.cancel(order)

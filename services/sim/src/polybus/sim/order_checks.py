@@ -1,7 +1,9 @@
 """The checks a signed order passes before it may trade, worded as the venue answers
-(VENUE.md §3.1, §3.6): owner and signer against the API key, the EIP-712 signature (verified
-by the simulator's own :mod:`polybus.sim.signing`, never shared code), tick size, minimum size
-and GTD expiration."""
+(VENUE.md §3.1, §3.6): owner and signer against the API key, the EIP-712 signature in the
+market's exchange domain ("2" for CTF markets, "3" for Protocol V2 ones) by signature type
+(EOA, proxy and Safe wallets signed by their owner, ``POLY_1271`` deposit wallets through
+ERC-1271), verified by the simulator's own :mod:`polybus.sim.signing`, never shared code; tick
+size, minimum size and GTD expiration."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from decimal import Decimal
 
 from polybus.common.money import MICROS
 from polybus.common.polymarket.book_hash import format_price, format_size
-from polybus.common.polymarket.clob import PolymarketPostOrder
+from polybus.common.polymarket.clob import PolymarketPostOrder, PolymarketSignedOrder
 from polybus.sim.auth import ApiKey
 from polybus.sim.book import MarketBook
 from polybus.sim.exchange import Exchange
@@ -21,25 +23,54 @@ from polybus.sim.orders import (
     SIGNER_MISMATCH,
     Rejected,
 )
-from polybus.sim.signing import OrderStruct, SignatureError, order_hash, recover_order_signer
+from polybus.sim.signing import (
+    ExchangeDomain,
+    OrderStruct,
+    SignatureError,
+    exchange_domain,
+    order_hash,
+    recover_order_signer,
+    recover_poly_1271_owner,
+)
+from polybus.sim.wallets import EOA, POLY_1271, SIGNATURE_TYPES, Wallets
 
 GTD_THRESHOLD_S = 60
 """The venue's security threshold: a GTD order must expire at least a minute from now."""
+MAKER_NOT_ALLOWED = "maker address not allowed"
 
 
 def verify_signed_order(
-    key: ApiKey, post: PolymarketPostOrder, exchange: Exchange
+    key: ApiKey, post: PolymarketPostOrder, exchange: Exchange, wallets: Wallets
 ) -> tuple[OrderStruct, str, MarketBook, int]:
     """(signed struct, order id, book, token index) of an order the key may place."""
     payload = post.order
     if post.owner != key.key:
         raise Rejected(OWNER_MISMATCH)
-    if payload.signer.lower() != key.address:
-        raise Rejected(SIGNER_MISMATCH)
+    _check_signer(key, payload, wallets)
     found = exchange.tokens.get(payload.token_id)
     if found is None:
         raise Rejected("Invalid token id")
     book, token = found
+    domain = exchange_domain(protocol_v2=book.protocol_v2, neg_risk=book.neg_risk)
+    struct = _struct(payload)
+    order_id = order_hash(struct, domain)
+    _check_signature(key, payload, struct, domain)
+    _check_maker(payload, wallets)
+    return struct, order_id, book, token
+
+
+def _check_signer(key: ApiKey, payload: PolymarketSignedOrder, wallets: Wallets) -> None:
+    if payload.signature_type not in SIGNATURE_TYPES:
+        raise Rejected(INVALID_PAYLOAD)
+    # A deposit wallet signs as itself (ERC-1271); every other type signs with the key's EOA.
+    if payload.signature_type == POLY_1271:
+        if not wallets.owned_by(payload.signer, key.address, POLY_1271):
+            raise Rejected(SIGNER_MISMATCH)
+    elif payload.signer.lower() != key.address:
+        raise Rejected(SIGNER_MISMATCH)
+
+
+def _struct(payload: PolymarketSignedOrder) -> OrderStruct:
     try:
         struct = OrderStruct(
             salt=int(payload.salt),
@@ -54,20 +85,41 @@ def verify_signed_order(
             metadata=payload.metadata,
             builder=payload.builder,
         )
-        order_id = order_hash(struct, neg_risk=book.neg_risk)
+        struct.struct_hash()  # every field encodable
     except (KeyError, ValueError):
         raise Rejected(INVALID_PAYLOAD) from None
     if struct.maker_amount <= 0 or struct.taker_amount <= 0:
         raise Rejected(INVALID_PAYLOAD)
+    return struct
+
+
+def _check_signature(
+    key: ApiKey, payload: PolymarketSignedOrder, struct: OrderStruct, domain: ExchangeDomain
+) -> None:
     try:
-        signer = recover_order_signer(struct, payload.signature, neg_risk=book.neg_risk)
+        if payload.signature_type == POLY_1271:
+            recovered = recover_poly_1271_owner(struct, payload.signature, domain)
+            expected = key.address  # the deposit wallet's owner (checked by _check_signer)
+        else:
+            recovered = recover_order_signer(struct, payload.signature, domain)
+            expected = payload.signer.lower()
     except SignatureError:
         raise Rejected(INVALID_SIGNATURE) from None
-    if signer != payload.signer.lower():
+    if recovered != expected:
         raise Rejected(INVALID_SIGNATURE)
-    if payload.signature_type == 0 and payload.maker.lower() != signer:
-        raise Rejected("the order maker has to be the signer for EOA orders")
-    return struct, order_id, book, token
+
+
+def _check_maker(payload: PolymarketSignedOrder, wallets: Wallets) -> None:
+    signer, maker = payload.signer.lower(), payload.maker.lower()
+    if payload.signature_type == EOA:
+        if maker != signer:
+            raise Rejected("the order maker has to be the signer for EOA orders")
+    elif payload.signature_type == POLY_1271:
+        if maker != signer:
+            raise Rejected(MAKER_NOT_ALLOWED)
+    elif not wallets.owned_by(maker, signer, payload.signature_type):
+        # A proxy or Safe order spends the wallet's funds: its owner must be the signer.
+        raise Rejected(MAKER_NOT_ALLOWED)
 
 
 def price_and_size(

@@ -102,6 +102,7 @@ class Trade:
     size: int
     price: int
     fee: int
+    """The taker's fee in micro-units: shares on a BUY, pUSD on a SELL."""
     fee_rate_bps: str
     match_time: int
     outcome: str
@@ -114,3 +115,5 @@ class Trade:
     last_update: int = 0
     transaction_hash: str = ""
     fails: bool = False
+    attempts: int = 0
+    """Settlement transactions broadcast so far (a RETRYING trade is broadcast again)."""

@@ -19,34 +19,38 @@ from polybus.sim.auth import ApiKey, ApiKeys
 from polybus.sim.exchange import Exchange
 from polybus.sim.http_util import error_response, json_response
 from polybus.sim.matching import Matching
-from polybus.sim.signing import CTF_EXCHANGE_V2, NEG_RISK_CTF_EXCHANGE_V2
+from polybus.sim.signing import CTF_EXCHANGE_V2, EXCHANGE_V3, NEG_RISK_CTF_EXCHANGE_V2
 from polybus.sim.venue import open_order, trade_record
 
-PAGE_SIZE = 500
 MAX_UINT256 = str(2**256 - 1)
 
 ItemT = TypeVar("ItemT")
 
 
-def _page(request: web.Request, items: list[ItemT]) -> PolymarketPage[ItemT]:
+def _page(request: web.Request, items: list[ItemT], page_size: int) -> PolymarketPage[ItemT]:
+    """One page from ``next_cursor`` (``MA==`` first, ``LTE=`` past the end): the cursor is
+    the base64 offset, as the venue's look."""
     cursor = request.query.get("next_cursor", "") or FIRST_CURSOR
     if cursor == LAST_CURSOR:
-        return PolymarketPage(data=[], next_cursor=LAST_CURSOR, limit=PAGE_SIZE, count=0)
+        return PolymarketPage(data=[], next_cursor=LAST_CURSOR, limit=page_size, count=0)
     try:
         offset = int(base64.b64decode(cursor).decode())
     except ValueError:
         offset = 0
-    page = items[offset : offset + PAGE_SIZE]
+    page = items[offset : offset + page_size]
     end = offset + len(page)
     next_cursor = base64.b64encode(str(end).encode()).decode() if end < len(items) else LAST_CURSOR
-    return PolymarketPage(data=page, next_cursor=next_cursor, limit=PAGE_SIZE, count=len(page))
+    return PolymarketPage(data=page, next_cursor=next_cursor, limit=page_size, count=len(page))
 
 
 class Queries:
-    def __init__(self, api_keys: ApiKeys, matching: Matching, exchange: Exchange) -> None:
+    def __init__(
+        self, api_keys: ApiKeys, matching: Matching, exchange: Exchange, *, page_size: int = 500
+    ) -> None:
         self._api_keys = api_keys
         self._matching = matching
         self._exchange = exchange
+        self._page_size = page_size
 
     def routes(self) -> list[web.RouteDef]:
         l2 = self._api_keys.l2
@@ -71,7 +75,7 @@ class Queries:
                 if (not query.get("market") or o.market == query["market"].lower())
                 and (not query.get("asset_id") or o.asset_id == query["asset_id"])
             ]
-        return json_response(_page(request, [open_order(o) for o in orders]))
+        return json_response(_page(request, [open_order(o) for o in orders], self._page_size))
 
     async def order(self, request: web.Request, key: ApiKey, body: bytes) -> web.Response:
         order = self._matching.orders.get(request.match_info["order_id"])
@@ -99,7 +103,7 @@ class Queries:
             ):
                 continue
             items.append(trade_record(trade, side))
-        return json_response(_page(request, items))
+        return json_response(_page(request, items, self._page_size))
 
     async def balance_allowance(
         self, request: web.Request, key: ApiKey, body: bytes
@@ -114,7 +118,11 @@ class Queries:
             if token_id not in self._exchange.tokens:
                 return error_response(400, "Invalid token id")
             balance = balances.position(account, token_id)
-        allowances = {CTF_EXCHANGE_V2: MAX_UINT256, NEG_RISK_CTF_EXCHANGE_V2: MAX_UINT256}
+        allowances = {
+            CTF_EXCHANGE_V2: MAX_UINT256,
+            NEG_RISK_CTF_EXCHANGE_V2: MAX_UINT256,
+            EXCHANGE_V3: MAX_UINT256,
+        }
         return json_response(
             PolymarketBalanceAllowance(balance=str(balance), allowances=allowances)
         )

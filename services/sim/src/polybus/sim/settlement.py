@@ -1,6 +1,8 @@
-"""Settlement of simulated trades: each goes MATCHED → MINED → CONFIRMED after the configured
-delays, or MATCHED → FAILED (on demand through the faults, or with the configured probability),
-in which case the fill is undone (VENUE.md §8).
+"""Settlement of simulated trades (VENUE.md §3.5, §8): each goes MATCHED → MINED → CONFIRMED
+after the configured delays, or MATCHED → FAILED (on demand through the faults, or with the
+configured probability), or through RETRYING (the transaction reverted and is resubmitted, a
+fault) to MINED → CONFIRMED or to FAILED. A FAILED trade's fill is undone: collateral, shares
+and the taker's fee go back.
 
 The delays run on the event loop's own time, not the simulator's :class:`~polybus.sim.clock.
 Clock`: they are chain latency, which tests wait out by awaiting the trade events.
@@ -52,15 +54,24 @@ class Settlement:
         self._rng = hashlib.sha256(self._rng).digest()
         return int.from_bytes(self._rng[:8], "big") / 2**64 < probability
 
+    def _statuses(self) -> tuple[str, ...]:
+        """The statuses a new trade will go through after MATCHED."""
+        retry = self._faults.take_retrying_settlement()
+        if retry == "CONFIRMED":
+            return ("RETRYING", "MINED", "CONFIRMED")
+        if retry == "FAILED":
+            return ("RETRYING", "FAILED")
+        return ("FAILED",) if self._will_fail() else ("MINED", "CONFIRMED")
+
     def schedule(self, trade: Trade) -> None:
         """Decide the trade's fate and queue its status changes."""
-        trade.fails = self._will_fail()
-        mined = time.monotonic() + self._settings.settlement_mined_ms / 1000
-        status = "FAILED" if trade.fails else "MINED"
-        heapq.heappush(self._due, (mined, next(self._sequence), trade, status))
-        if not trade.fails:
-            confirmed = mined + self._settings.settlement_confirmed_ms / 1000
-            heapq.heappush(self._due, (confirmed, next(self._sequence), trade, "CONFIRMED"))
+        statuses = self._statuses()
+        trade.fails = statuses[-1] == "FAILED"
+        due = time.monotonic()
+        for status in statuses:
+            step = "settlement_confirmed_ms" if status == "CONFIRMED" else "settlement_mined_ms"
+            due += getattr(self._settings, step) / 1000
+            heapq.heappush(self._due, (due, next(self._sequence), trade, status))
         self._wake.set()
 
     def clear(self) -> None:
@@ -87,20 +98,23 @@ class Settlement:
     def _settle(self, trade: Trade, status: str) -> None:
         trade.status = status
         trade.last_update = int(self._clock.time())
-        if status == "MINED":
-            trade.transaction_hash = "0x" + hashlib.sha256(f"tx:{trade.id}".encode()).hexdigest()
+        if status in ("MINED", "RETRYING"):
+            # Each broadcast is a new transaction: a resubmitted one has another hash.
+            trade.attempts += 1
+            text = f"tx:{trade.id}" + (f":{trade.attempts}" if trade.attempts > 1 else "")
+            trade.transaction_hash = "0x" + hashlib.sha256(text.encode()).hexdigest()
         if status == "FAILED":
             self._revert(trade)
         self._on_status(trade)
 
     def _revert(self, trade: Trade) -> None:
-        """A failed settlement: the fill did not happen, balances go back."""
+        """A failed settlement: the fill did not happen, balances and the fee go back."""
         if trade.taker is not None:
             taker = trade.taker
             self._balances.apply(
                 taker.maker_address, taker.asset_id, taker.side, trade.size, trade.price, sign=-1
             )
-            self._balances.account(taker.maker_address).collateral += trade.fee
+            self._balances.charge_fee(taker.maker_address, taker.asset_id, taker.side, -trade.fee)
         maker = trade.maker.order
         if maker is not None:
             self._balances.apply(

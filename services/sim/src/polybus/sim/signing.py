@@ -1,4 +1,5 @@
-"""EIP-712 as the venue checks it: CLOB V2 orders and the ClobAuth (L1) message.
+"""EIP-712 as the venue checks it: CLOB V2 orders, ERC-1271 deposit-wallet signatures and the
+ClobAuth (L1) message.
 
 Hashes are built the EIP-712 way (every field of these structs is one 32-byte word, so the
 encoding is a concatenation); recovering the signer is eth-keys' job (eth-account's key layer)
@@ -10,9 +11,17 @@ Order struct (CLOB V2, VENUE.md §2.2)::
           uint256 takerAmount,uint8 side,uint8 signatureType,uint256 timestamp,
           bytes32 metadata,bytes32 builder)
 
-in domain ``{"Polymarket CTF Exchange", "2", 137, CTFExchangeV2 | NegRisk CTFExchangeV2}``;
-ClobAuth in ``{"ClobAuthDomain", "1", 137}``. The order hash (the EIP-712 digest) is the
-venue's order id.
+in domain ``{"Polymarket CTF Exchange", "2", 137, CTFExchangeV2 | NegRisk CTFExchangeV2}`` for
+CTF markets and ``{"Polymarket CTF Exchange", "3", 137, ExchangeV3}`` for Protocol V2 markets
+(position ids); ClobAuth in ``{"ClobAuthDomain", "1", 137}``. The order hash (the EIP-712
+digest) is the venue's order id.
+
+A ``POLY_1271`` (signature type 3) order is signed by the deposit wallet's owner the ERC-7739
+way (VENUE.md §2.2): the owner signs ``TypedDataSign(Order contents, name "DepositWallet",
+version "1", chainId, verifyingContract = the wallet, salt 0)`` in the exchange's domain, and
+the wallet's ``isValidSignature`` gets that 65-byte signature followed by the exchange domain
+separator, the order's struct hash, the ``Order`` type string and its length (2 bytes).
+:func:`recover_poly_1271_owner` checks it as the wallet contract would.
 """
 
 from __future__ import annotations
@@ -28,14 +37,25 @@ from eth_utils.exceptions import ValidationError
 CHAIN_ID = 137
 EXCHANGE_NAME = "Polymarket CTF Exchange"
 EXCHANGE_VERSION = "2"
+EXCHANGE_V3_VERSION = "3"
 CTF_EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_CTF_EXCHANGE_V2 = "0xe2222d279d744050d28e00520010520000310F59"
+EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"
+"""Protocol V2 markets (neg-risk or not) trade through ExchangeV3."""
+DEPOSIT_WALLET_NAME = "DepositWallet"
+DEPOSIT_WALLET_VERSION = "1"
 CLOB_AUTH_MESSAGE = "This message attests that I control the given wallet"
 
-_ORDER_TYPE = keccak(
+_ORDER_TYPE_STRING = (
     b"Order(uint256 salt,address maker,address signer,uint256 tokenId,uint256 makerAmount,"
     b"uint256 takerAmount,uint8 side,uint8 signatureType,uint256 timestamp,bytes32 metadata,"
     b"bytes32 builder)"
+)
+_ORDER_TYPE = keccak(_ORDER_TYPE_STRING)
+# EIP-712 appends referenced struct types to the primary type's string.
+_TYPED_DATA_SIGN_TYPE = keccak(
+    b"TypedDataSign(Order contents,string name,string version,uint256 chainId,"
+    b"address verifyingContract,bytes32 salt)" + _ORDER_TYPE_STRING
 )
 _DOMAIN_TYPE = keccak(
     b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -72,20 +92,44 @@ def _hex_bytes(value: str, length: int) -> bytes:
         raise SignatureError(f"{value!r} is not hex") from None
 
 
-def _domain_separator(verifying_contract: str) -> bytes:
+def _domain_separator(version: str, verifying_contract: str) -> bytes:
     return keccak(
         _DOMAIN_TYPE
         + keccak(EXCHANGE_NAME.encode())
-        + keccak(EXCHANGE_VERSION.encode())
+        + keccak(version.encode())
         + _uint(CHAIN_ID)
         + _address(verifying_contract)
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeDomain:
+    """The exchange a market's orders are signed for: its EIP-712 version and contract."""
+
+    version: str
+    verifying_contract: str
+    separator: bytes
+
+
+def _exchange_domain(version: str, verifying_contract: str) -> ExchangeDomain:
+    separator = _domain_separator(version, verifying_contract)
+    return ExchangeDomain(version, verifying_contract, separator)
+
+
 _DOMAINS = {
-    False: _domain_separator(CTF_EXCHANGE_V2),
-    True: _domain_separator(NEG_RISK_CTF_EXCHANGE_V2),
+    (False, False): _exchange_domain(EXCHANGE_VERSION, CTF_EXCHANGE_V2),
+    (False, True): _exchange_domain(EXCHANGE_VERSION, NEG_RISK_CTF_EXCHANGE_V2),
+    (True, False): _exchange_domain(EXCHANGE_V3_VERSION, EXCHANGE_V3),
+    (True, True): _exchange_domain(EXCHANGE_V3_VERSION, EXCHANGE_V3),
 }
+
+
+def exchange_domain(*, protocol_v2: bool, neg_risk: bool) -> ExchangeDomain:
+    """CTFExchangeV2 (domain "2", plain or neg-risk) for CTF markets, ExchangeV3 (domain "3")
+    for Protocol V2 markets."""
+    return _DOMAINS[(protocol_v2, neg_risk)]
+
+
 _AUTH_DOMAIN = keccak(
     _AUTH_DOMAIN_TYPE + keccak(b"ClobAuthDomain") + keccak(b"1") + _uint(CHAIN_ID)
 )
@@ -143,16 +187,47 @@ def _recover(domain: bytes, struct_hash: bytes, signature: str) -> str:
     return "0x" + recovered.to_canonical_address().hex()
 
 
-def order_hash(order: OrderStruct, *, neg_risk: bool) -> str:
+def order_hash(order: OrderStruct, domain: ExchangeDomain) -> str:
     """The EIP-712 digest of an order: the venue's order id (``0x`` + 64 hex)."""
-    digest = keccak(b"\x19\x01" + _DOMAINS[neg_risk] + order.struct_hash())
+    digest = keccak(b"\x19\x01" + domain.separator + order.struct_hash())
     return "0x" + digest.hex()
 
 
-def recover_order_signer(order: OrderStruct, signature: str, *, neg_risk: bool) -> str:
-    """The address (lower case) that signed ``order`` for the (neg-risk) CTFExchangeV2
-    domain."""
-    return _recover(_DOMAINS[neg_risk], order.struct_hash(), signature)
+def recover_order_signer(order: OrderStruct, signature: str, domain: ExchangeDomain) -> str:
+    """The address (lower case) that signed ``order`` for the exchange ``domain``."""
+    return _recover(domain.separator, order.struct_hash(), signature)
+
+
+def recover_poly_1271_owner(order: OrderStruct, signature: str, domain: ExchangeDomain) -> str:
+    """The owner (lower case) whose ERC-7739 signature the deposit wallet ``order.signer``
+    would accept for ``order`` in ``domain``: what its ``isValidSignature`` checks."""
+    raw = _hex_bytes(signature, max(len(signature) - 2, 0) // 2)
+    contents_type = _ORDER_TYPE_STRING
+    expected_length = 65 + 32 + 32 + len(contents_type) + 2
+    if len(raw) != expected_length:
+        raise SignatureError("not a POLY_1271 signature of an order")
+    inner = raw[:65]
+    app_domain = raw[65:97]
+    contents_hash = raw[97:129]
+    declared_type = raw[129:-2]
+    declared_length = int.from_bytes(raw[-2:], "big")
+    struct_hash = order.struct_hash()
+    # The wallet is asked about the order hash; the trailer must describe exactly that order
+    # in exactly this exchange's domain, or the signature proves nothing about it.
+    if app_domain != domain.separator or contents_hash != struct_hash:
+        raise SignatureError("POLY_1271 signature is for another order or exchange")
+    if declared_type != contents_type or declared_length != len(contents_type):
+        raise SignatureError("POLY_1271 signature names another contents type")
+    typed_data_sign = keccak(
+        _TYPED_DATA_SIGN_TYPE
+        + struct_hash
+        + keccak(DEPOSIT_WALLET_NAME.encode())
+        + keccak(DEPOSIT_WALLET_VERSION.encode())
+        + _uint(CHAIN_ID)
+        + _address(order.signer)
+        + b"\x00" * 32
+    )
+    return _recover(domain.separator, typed_data_sign, "0x" + inner.hex())
 
 
 def recover_clob_auth_signer(*, address: str, timestamp: str, nonce: int, signature: str) -> str:

@@ -41,6 +41,7 @@ from polybus.sim.queries import Queries
 from polybus.sim.ratelimit import Bucket, RateLimiter
 from polybus.sim.user_ws import UserHub
 from polybus.sim.venue import UserEvents, refused
+from polybus.sim.wallets import Wallets
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
@@ -78,7 +79,10 @@ class Trading:
             self.api_keys, registry, subscribe_timeout_s=settings.subscribe_timeout_s
         )
         self.limiter = RateLimiter(settings.rate_limit_tier)
-        self.matching = Matching(exchange, settings, faults, clock, UserEvents(self.users, clock))
+        self.wallets = Wallets()
+        self.matching = Matching(
+            exchange, settings, faults, clock, UserEvents(self.users, clock), self.wallets
+        )
         self.heartbeats = Heartbeats(
             self.api_keys,
             clock,
@@ -86,7 +90,9 @@ class Trading:
             cancel_all_of=self.matching.cancel_all_of,
         )
         self._api_key_routes = ApiKeyRoutes(self.api_keys)
-        self._queries = Queries(self.api_keys, self.matching, exchange)
+        self._queries = Queries(
+            self.api_keys, self.matching, exchange, page_size=settings.query_page_size
+        )
         self._next_sweep = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -103,6 +109,7 @@ class Trading:
             web.delete("/cancel-market-orders", l2(self.cancel_market_orders)),
             web.post("/v1/heartbeats", l2(self.heartbeat)),
             *self._queries.routes(),
+            *self.wallets.routes(),
         ]
 
     def start(self, spawn: Spawn) -> None:
@@ -111,6 +118,7 @@ class Trading:
 
     async def stop(self) -> None:
         self.matching.settlement.clear()
+        self.matching.clear_delays()
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -148,7 +156,21 @@ class Trading:
             if rejected.status == 400:
                 return error_response(400, rejected.message, headers=headers)
             return json_response(refused(rejected), headers=headers)
-        return json_response(result, headers=headers)
+        return await self._answer_placed(request, json_response(result, headers=headers))
+
+    async def _answer_placed(self, request: web.Request, response: web.Response) -> web.Response:
+        """The response to executed orders, unless a lost-response fault swallows it: the
+        orders stand either way, only the client is left not knowing."""
+        lost = self.faults.take_lost_response()
+        if lost is None:
+            return response
+        if lost.mode == "hold":
+            await asyncio.sleep(lost.hold_s)
+            return response
+        if request.transport is not None:
+            request.transport.abort()
+        # The connection is gone: aiohttp drops whatever is returned.
+        return response
 
     async def post_orders(self, request: web.Request, key: ApiKey, body: bytes) -> web.Response:
         try:
@@ -173,7 +195,7 @@ class Trading:
                 results.append(self.matching.place(key, post))
             except Rejected as rejected:
                 results.append(refused(rejected))
-        return json_response(results, headers=headers)
+        return await self._answer_placed(request, json_response(results, headers=headers))
 
     # -- cancels -----------------------------------------------------------------------------
     async def _cancel_request(

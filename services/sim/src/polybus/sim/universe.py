@@ -1,7 +1,11 @@
 """The simulated market universe: binary markets and neg-risk events, derived from a seed.
 
 Ids look like the venue's: condition, question and neg-risk market ids are ``0x`` + 64 hex,
-token ids are 77-digit decimal strings, Gamma ids small decimal strings. Each is a hash of the
+token ids are 77-digit decimal strings, Gamma ids small decimal strings. A Protocol V2 market
+has the venue's structured ids instead: its condition id is a 31-byte market id (module byte
+``0x01``, bits 32..95 zero) padded with ``00``, and its outcomes are position ids, the market id
+shifted left a byte plus the outcome index (so the 64 bits at 40..103 are zero, which is how
+the SDK tells a position id from a CTF token id). Each is a hash of the
 seed and the market's position, so a seed always yields the same universe (and a new market
 created later gets ids nobody else has).
 """
@@ -80,6 +84,8 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True):
     closed: bool = False
     winner: str = ""
     """The winning token id once resolved."""
+    protocol_v2: bool = False
+    """Outcomes are position ids traded on ExchangeV3 (Gamma ``version`` "v2")."""
 
     @property
     def yes(self) -> str:
@@ -117,6 +123,18 @@ def token_id(seed: int, *parts: object) -> str:
     return str(10**76 + value % (9 * 10**76))
 
 
+_BINARY_MODULE = 0x01
+
+
+def protocol_v2_ids(seed: int, *parts: object) -> tuple[str, str, str]:
+    """(condition id, YES position id, NO position id) of a Protocol V2 binary market."""
+    digest = _digest(seed, "protocol-v2", *parts)
+    high, low = int.from_bytes(digest[:18], "big"), int.from_bytes(digest[18:22], "big")
+    market_id = (_BINARY_MODULE << 240) | (high << 96) | low
+    condition_id = "0x" + f"{market_id:062x}" + "00"
+    return condition_id, str(market_id << 8), str((market_id << 8) | 1)
+
+
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -140,10 +158,13 @@ def _initial_tick(rng: random.Random, fair: int) -> int:
 
 
 class _Builder:
-    def __init__(self, seed: int, min_order_size: int, fee_rate: int = 0) -> None:
+    def __init__(
+        self, seed: int, min_order_size: int, fee_rate: int = 0, fee_exponent: int = 1
+    ) -> None:
         self.seed = seed
         self.min_order_size = min_order_size * MICROS
         self.fee_rate = fee_rate
+        self.fee_exponent = fee_exponent
         self.rng = seeded_random(seed, "universe")
         self.markets: list[SimMarket] = []
         self.events: list[SimEvent] = []
@@ -157,9 +178,13 @@ class _Builder:
         event_id: str,
         neg_risk_market_id: str = "",
         group_item_title: str = "",
+        protocol_v2: bool = False,
     ) -> SimMarket:
         rng, seed = self.rng, self.seed
         condition_id = hex_id(seed, "condition", index)
+        yes_id, no_id = token_id(seed, index, 0), token_id(seed, index, 1)
+        if protocol_v2:
+            condition_id, yes_id, no_id = protocol_v2_ids(seed, index)
         start = _BASE_DATE - timedelta(days=rng.randint(1, 60))
         end = _BASE_DATE + timedelta(days=rng.randint(1, 365), hours=rng.randint(0, 23))
         slug = "-".join(question.lower().replace("%", "pct").replace(".", "").split())[:60]
@@ -171,8 +196,8 @@ class _Builder:
             slug=f"{slug}-{index}",
             description=f'This simulated market resolves to "Yes" if {question.lower()}.',
             tokens=(
-                SimToken(token_id=token_id(seed, index, 0), outcome=_YES_NO[0]),
-                SimToken(token_id=token_id(seed, index, 1), outcome=_YES_NO[1]),
+                SimToken(token_id=yes_id, outcome=_YES_NO[0]),
+                SimToken(token_id=no_id, outcome=_YES_NO[1]),
             ),
             tick_size=_initial_tick(rng, fair),
             min_order_size=self.min_order_size,
@@ -183,10 +208,11 @@ class _Builder:
             start_date=_iso(start),
             end_date=_iso(end),
             fee_rate=self.fee_rate,
-            fee_exponent=1,
+            fee_exponent=self.fee_exponent,
             volume=int(rng.lognormvariate(11, 2)) * MICROS,
             liquidity=int(rng.lognormvariate(10, 1.5)) * MICROS,
             initial_price=fair,
+            protocol_v2=protocol_v2,
         )
 
     def question(self, index: int) -> str:
@@ -194,13 +220,14 @@ class _Builder:
         date = (_BASE_DATE + timedelta(days=index % 365)).strftime("%B %d")
         return template.format(n=index % 97 + 3, date=date)
 
-    def binary(self, index: int) -> None:
+    def binary(self, index: int, *, protocol_v2: bool = False) -> None:
         event_id = str(100_000 + index)
         market = self.market(
             index=index,
             question=self.question(index),
             fair=_fair_price(self.rng),
             event_id=event_id,
+            protocol_v2=protocol_v2,
         )
         self.markets.append(market)
         self.events.append(
@@ -258,23 +285,28 @@ def build_universe(
     outcomes_per_event: int,
     min_order_size: int,
     fee_rate: int = 0,
+    fee_exponent: int = 1,
+    protocol_v2_markets: int = 0,
 ) -> Universe:
-    """The markets and events of a seed: binary markets first, then neg-risk outcomes.
-    ``fee_rate`` is every market's taker fee rate in micro-units."""
-    builder = _Builder(seed, min_order_size, fee_rate)
+    """The markets and events of a seed: binary markets first, then neg-risk outcomes, then
+    the Protocol V2 binary markets. ``fee_rate`` (micro-units) and ``fee_exponent`` are every
+    market's taker fee schedule."""
+    builder = _Builder(seed, min_order_size, fee_rate, fee_exponent)
     for index in range(binary_markets):
         builder.binary(index)
     next_index = binary_markets
     for event_index in range(neg_risk_events):
         builder.neg_risk_event(event_index, next_index, outcomes_per_event)
         next_index += outcomes_per_event
+    for index in range(next_index, next_index + protocol_v2_markets):
+        builder.binary(index, protocol_v2=True)
     return Universe(markets=builder.markets, events=builder.events)
 
 
 def new_market(
-    seed: int, index: int, min_order_size: int, fee_rate: int = 0
+    seed: int, index: int, min_order_size: int, fee_rate: int = 0, fee_exponent: int = 1
 ) -> tuple[SimMarket, SimEvent]:
     """A market created after start (``new_market``), with ids derived from its index."""
-    builder = _Builder(seed + 7919 * (index + 1), min_order_size, fee_rate)
+    builder = _Builder(seed + 7919 * (index + 1), min_order_size, fee_rate, fee_exponent)
     builder.binary(index)
     return builder.markets[0], builder.events[0]

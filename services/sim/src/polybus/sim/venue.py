@@ -98,6 +98,11 @@ def accepted(order: UserOrder, trades: list[Trade]) -> PolymarketOrderResponse:
     )
 
 
+def delayed(order: UserOrder) -> PolymarketOrderResponse:
+    """The 200 answer to a marketable order held by the market's taker delay."""
+    return PolymarketOrderResponse(success=True, error_msg="", order_id=order.id, status="delayed")
+
+
 def refused(rejected: Rejected) -> PolymarketOrderResponse:
     """The 200 answer to an order refused at execution (post-only cross, FOK, FAK, ...)."""
     return PolymarketOrderResponse(
