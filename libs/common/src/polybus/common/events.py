@@ -263,7 +263,8 @@ class PositionSnapshot(Event, frozen=True, kw_only=True):
     provisional_realized_pnl: int = 0
     """As ``average_price``/``realized_pnl``, including matched but unconfirmed fills."""
     fees: int = 0
-    """Fees paid on the counted (not FAILED) fills, pUSD micro-units."""
+    """The pUSD value of the fees on the counted (not FAILED) fills (a BUY's share fee valued
+    at its fill price), micro-units."""
     mark_price: int = 0
     unrealized_pnl: int = 0
     """The provisional position valued at ``mark_price`` against its cost (0 without a mark)."""

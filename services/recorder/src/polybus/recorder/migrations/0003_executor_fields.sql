@@ -1,0 +1,20 @@
+-- The executor's additive event fields (issue 9): every field of an event has a column, so
+-- nothing a service publishes is lost. Defaults equal the events' own defaults, so rows
+-- recorded before the fields existed read back as the events they were.
+
+-- OrderIntent: the partition and lease revision it was made under (fencing, DESIGN §5).
+ALTER TABLE intents
+    ADD COLUMN partition       BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN lease_revision  BIGINT NOT NULL DEFAULT 0;
+
+-- OrderEvent: the human-readable detail of its reason code.
+ALTER TABLE order_events
+    ADD COLUMN detail          TEXT   NOT NULL DEFAULT '';
+
+-- PositionSnapshot: provisional figures, fees, the mark and the unrealised PnL.
+ALTER TABLE positions
+    ADD COLUMN provisional_average_price  BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN provisional_realized_pnl   BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN fees                       BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN mark_price                 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN unrealized_pnl             BIGINT NOT NULL DEFAULT 0;
