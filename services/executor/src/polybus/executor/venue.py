@@ -11,7 +11,7 @@ resubmitted blindly; reconciliation (``open_orders``/``trades``) decides what ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -182,6 +182,31 @@ class VenueTrade(msgspec.Struct, frozen=True, kw_only=True):
     transaction_hash: str = ""
 
 
+class VenueOrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of one of our orders that the venue pushed (live: the user channel's ``order``
+    event; paper: the matcher). ``status`` is the order's state after the change."""
+
+    venue_order_id: str
+    condition_id: str
+    asset_id: str
+    status: Literal["live", "partially_filled", "filled", "canceled", "expired"]
+    size_matched: int
+    """Shares filled so far (cumulative)."""
+    at_ns: int
+
+
+class ReportsGap(msgspec.Struct, frozen=True, kw_only=True):
+    """Reports may have been missed since ``since_ns`` (the user channel reconnected): the
+    executor re-reads open orders and trades before it trusts its state again."""
+
+    since_ns: int
+    reason: str = ""
+
+
+VenueReport = VenueTrade | VenueOrderUpdate | ReportsGap
+"""What a venue pushes about our orders, in the order it learnt it."""
+
+
 class VenueRestriction(msgspec.Struct, frozen=True, kw_only=True):
     """A restricted mode the venue reported, and until when (monotonic s) it expects it."""
 
@@ -235,6 +260,12 @@ class Venue(Protocol):
 
     async def trades(self, after_ns: int = 0) -> list[VenueTrade]:
         """Our fills in trades matched after ``after_ns`` (unix ns; 0: all the venue keeps)."""
+        ...
+
+    def reports(self) -> AsyncIterator[VenueReport]:
+        """Fills, order changes and gaps as the venue pushes them; one consumer (the
+        executor) iterates it for the venue's lifetime. A trade is reported again on every
+        settlement status change."""
         ...
 
     async def heartbeat(self, previous_id: str) -> str:
