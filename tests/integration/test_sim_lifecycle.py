@@ -178,3 +178,31 @@ async def test_an_accepted_order_whose_response_is_lost_exists_once(
     assert again.status_code == 400
     assert "Duplicated" in again.json()["error"]
     assert len(sim.trading.matching.orders) == 1
+
+
+async def test_the_new_faults_and_wallets_are_switched_over_the_admin_api(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
+    target = market(sim)
+    calls = {
+        "retry_settlement": {"count": 2, "then": "FAILED"},
+        "taker_delay": {"condition_id": target.condition_id, "delay_ms": 250},
+        "lose_order_response": {"count": 1, "mode": "drop"},
+    }
+    for name, body in calls.items():
+        response = await http.post(f"/admin/faults/{name}", json=body)
+        assert response.status_code == 200, response.text
+    status = (await http.get("/admin/faults")).json()
+    wallet, owner = "0x" + "ab" * 20, "0x" + "cd" * 20
+    deployed = await http.post(
+        "/admin/wallets", json={"address": wallet, "owner": owner, "signature_type": 3}
+    )
+    bad = await http.post("/admin/faults/retry_settlement", json={"then": "MINED"})
+    asked = await http.get("/deployed", params={"address": wallet, "type": "WALLET"})
+    as_safe = await http.get("/deployed", params={"address": wallet, "type": "SAFE"})
+    assert status["retrying_settlements"] == ["FAILED", "FAILED"]
+    assert status["taker_delays_ms"] == {target.condition_id: 250}
+    assert status["lost_order_responses"] == 1
+    assert deployed.json() == {"address": wallet, "owner": owner, "signature_type": 3}
+    assert bad.status_code == 400
+    assert (asked.json(), as_safe.json()) == ({"deployed": True}, {"deployed": False})
