@@ -179,7 +179,8 @@ class PolymarketMakerOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 class PolymarketTrade(msgspec.Struct, frozen=True, kw_only=True):
     """A trade as ``GET /data/trades`` shows it; ``side`` is the taker's, ``trader_side``
-    says which of the two the caller was. ``status`` MATCHED → MINED → CONFIRMED, or FAILED."""
+    says which of the two the caller was. ``status`` MATCHED → MINED → CONFIRMED, or
+    MATCHED → FAILED, or through RETRYING (reverted, resubmitted) to MINED or FAILED."""
 
     id: str
     taker_order_id: str
