@@ -2,7 +2,8 @@
 
 Each signer address has an order bucket and a cancel bucket sized by its tier. A request costs
 its number of orders (cancel-all and cancel-market-orders: 1 + the orders canceled, charged
-after the fact, so the cancel balance can go negative on tiers that allow it). A request that
+after the fact, so the cancel balance can go negative on tiers that allow it; the table is
+:mod:`polybus.common.polymarket.rate_limits`). A request that
 costs more than the tokens available is refused whole with 429 and a ``Retry-After``; every
 response carries ``Poly-RateLimit-Remaining``/``-Reset``/``-Tier``.
 """
@@ -14,32 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from polybus.common.polymarket.rate_limits import TIERS, TierName
+
+__all__ = ["TIERS", "Admission", "Bucket", "RateLimiter"]
+
 Bucket = Literal["order", "cancel"]
-
-
-@dataclass(frozen=True)
-class Tier:
-    name: str
-    order_rate: float
-    order_burst: float
-    cancel_rate: float
-    cancel_burst: float
-    negative_cancel_balance: bool
-
-
-TIERS = {
-    tier.name: tier
-    for tier in (
-        Tier("standard", 40, 60, 80, 120, True),
-        Tier("copper", 60, 90, 120, 180, True),
-        Tier("bronze", 80, 120, 160, 240, True),
-        Tier("silver", 200, 300, 400, 600, True),
-        Tier("gold", 400, 600, 800, 1200, True),
-        Tier("platinum", 450, 675, 900, 1350, False),
-        Tier("diamond", 525, 787, 1050, 1575, False),
-        Tier("elite", 600, 900, 1200, 1800, False),
-    )
-}
 
 
 @dataclass
@@ -69,7 +49,7 @@ class Admission:
 class RateLimiter:
     """Token buckets per (signer, bucket)."""
 
-    def __init__(self, tier: str) -> None:
+    def __init__(self, tier: TierName) -> None:
         self.tier = TIERS[tier]
         self._buckets: dict[tuple[str, Bucket], _TokenBucket] = {}
 

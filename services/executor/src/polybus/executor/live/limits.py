@@ -5,7 +5,8 @@ The venue keeps an order bucket and a cancel bucket per signer, charged per orde
 ``POST /orders`` of 15 costs 15 order tokens, a ``DELETE /orders`` of 300 ids 300 cancel
 tokens. A request costing more than the burst can never pass, so callers split it first
 (:meth:`SignerLimits.cancel_chunk`). ``cancel-all`` is charged after the fact (1 + the
-orders canceled) and may leave the cancel balance negative on tiers that allow it.
+orders canceled) and may leave the cancel balance negative on tiers that allow it. The
+venue's table is :mod:`polybus.common.polymarket.rate_limits` (the simulator enforces it).
 
 Everything waits on an injectable :class:`Clock`, so tests drive time themselves.
 """
@@ -16,9 +17,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-TierName = Literal["standard", "copper", "bronze", "silver", "gold", "platinum", "diamond", "elite"]
+from polybus.common.polymarket.rate_limits import TIERS, TierName
+
+__all__ = ["TIERS", "Backoff", "Clock", "SignerLimits", "SystemClock", "TierName", "TokenBucket"]
 
 
 class Clock(Protocol):
@@ -37,30 +40,6 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    """One row of the venue's published table: tokens per second and burst, per bucket."""
-
-    order_rate: float
-    order_burst: int
-    cancel_rate: float
-    cancel_burst: int
-    negative_cancel_balance: bool
-
-
-TIERS: dict[TierName, Tier] = {
-    "standard": Tier(40, 60, 80, 120, True),
-    "copper": Tier(60, 90, 120, 180, True),
-    "bronze": Tier(80, 120, 160, 240, True),
-    "silver": Tier(200, 300, 400, 600, True),
-    "gold": Tier(400, 600, 800, 1200, True),
-    "platinum": Tier(450, 675, 900, 1350, False),
-    "diamond": Tier(525, 787, 1050, 1575, False),
-    "elite": Tier(600, 900, 1200, 1800, False),
-}
-"""VENUE §6.2 (docs: api-reference/trading-rate-limits), by 30-day maker volume."""
 
 
 class TokenBucket:
