@@ -187,3 +187,31 @@ async def test_up_with_its_services_running_stops_on_sigint(workdir: Path) -> No
     print(f"up SIGINT with the simulator running: exit {code} after {seconds:.3f}s")
     assert code == 0, process.report()
     assert seconds < STOP_BUDGET_S
+
+
+# A stop signal while the `polybus` command is still importing the CLI: the import hook below
+# sends it at exactly that moment (the first import of typer), so the test is deterministic.
+_SIGNAL_DURING_IMPORT = """
+import os, signal, sys
+class SignalOnTyperImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.{signal})
+        return None
+sys.meta_path.insert(0, SignalOnTyperImport())
+sys.argv = ["polybus", "status"]
+from polybus.common.signals import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_while_the_command_still_loads_exits_0(signum: signal.Signals) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SIGNAL_DURING_IMPORT.format(signal=signum.name),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert (process.returncode, stderr.decode()) == (0, "")
+    assert stdout == b""  # it stopped before the command ran

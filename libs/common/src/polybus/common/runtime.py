@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,6 +45,7 @@ from polybus.common.bus import Bus
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config, ServiceSettings
 from polybus.common.events import HealthStatus, ServiceHealth, encode
+from polybus.common.signals import route_stop_signals
 
 HEALTH_BUCKET = "HEALTH"
 """KV bucket with every instance's latest :class:`ServiceHealth`, key ``<service>.<instance>``."""
@@ -95,6 +95,7 @@ class ServiceRuntime:
         self._bus = bus
         self._owns_bus = bus is None
         self._install_signal_handlers = install_signal_handlers
+        self._restore_signals: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checks: dict[str, HealthCheck] = {}
         self._http: web.AppRunner | None = None
@@ -115,9 +116,9 @@ class ServiceRuntime:
         structlog.contextvars.bind_contextvars(service=self.service, instance=self.instance)
         # First, so a signal during any wait below (NATS unreachable, ...) stops the service.
         if self._install_signal_handlers:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+            self._restore_signals = route_stop_signals(
+                asyncio.get_running_loop(), self.request_stop
+            )
         try:
             await self._start()
         except BaseException:
@@ -187,10 +188,9 @@ class ServiceRuntime:
         if self._http is not None:
             await self._http.cleanup()
         metrics.SERVICE_UP.labels(self.service).set(0)
-        if self._install_signal_handlers:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        if self._restore_signals is not None:
+            self._restore_signals()
+            self._restore_signals = None
         self.log.info("service.stopped")
 
     def request_stop(self, reason: str = "requested") -> None:

@@ -8,7 +8,6 @@ as its own OS process under the supervisor. SIGINT/SIGTERM stops services, then 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 import structlog
@@ -21,6 +20,7 @@ from polybus.common.infra.supervisor import Supervisor
 from polybus.common.logs import configure_logging
 from polybus.common.plugins import ServicePlugin, load_callable
 from polybus.common.runtime import ServiceRuntime, ServiceStopped
+from polybus.common.signals import route_stop_signals
 from polybus.common.streams import apply, load_definitions
 
 _log = structlog.get_logger("polybus.up")
@@ -102,9 +102,7 @@ async def up(config: Config, plugins: dict[str, ServicePlugin]) -> int:
     # Created first: its stop event is ours, so a signal while the servers are still starting
     # stops the start (``until_stopped``) as well as a running system.
     runtime = ServiceRuntime("supervisor", config, settings, install_signal_handlers=False)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runtime.request_stop, signal.Signals(signum).name)
+    restore_signals = route_stop_signals(asyncio.get_running_loop(), runtime.request_stop)
     supervisor = Supervisor(
         backoff_initial_s=settings.restart_backoff_initial_s,
         backoff_max_s=settings.restart_backoff_max_s,
@@ -126,8 +124,7 @@ async def up(config: Config, plugins: dict[str, ServicePlugin]) -> int:
     finally:
         _log.info("up.stopping")
         await supervisor.shutdown()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        restore_signals()
     _log.info("up.stopped", exit_code=exit_code)
     return exit_code
 
