@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
@@ -35,6 +35,7 @@ from polymarket.models.clob.order_response import AcceptedOrder, OrderResponse
 from polymarket.models.clob.orders import MarketOrderType, SignedOrder
 
 from polybus.common.money import decimal_micros, format_micros, notional
+from polybus.common.polymarket.clob import PolymarketApiCredentials
 from polybus.executor.live.client import (
     LiveAccount,
     SdkMarkets,
@@ -59,6 +60,7 @@ from polybus.executor.live.limits import (
     TierName,
     TokenBucket,
 )
+from polybus.executor.live.user_channel import PolymarketUserChannel, UserChannelSettings
 from polybus.executor.venue import (
     MAX_CANCEL_BATCH,
     MAX_SUBMIT_BATCH,
@@ -71,6 +73,7 @@ from polybus.executor.venue import (
     SubmitUnknown,
     VenueOpenOrder,
     VenueOrder,
+    VenueReport,
     VenueRestriction,
     VenueTrade,
     VenueUnavailable,
@@ -111,6 +114,7 @@ class PolymarketLiveVenue:
         clock: Clock | None = None,
         settings: LiveVenueSettings | None = None,
         rng: random.Random | None = None,
+        user_channel: UserChannelSettings | None = None,
     ) -> None:
         self._client = client
         self._clock = clock or SystemClock()
@@ -120,6 +124,7 @@ class PolymarketLiveVenue:
         self._markets = SdkMarkets(client)
         self._owner = api_key_of(client)
         self._restriction: VenueRestriction | None = None
+        self._user_channel_settings = user_channel or UserChannelSettings()
 
     @classmethod
     async def connect(
@@ -130,11 +135,18 @@ class PolymarketLiveVenue:
         tier: TierName = "standard",
         clock: Clock | None = None,
         settings: LiveVenueSettings | None = None,
+        user_channel: UserChannelSettings | None = None,
     ) -> PolymarketLiveVenue:
         """Build the SDK client for ``account`` and the adapter owning it (:meth:`aclose`)."""
         clock = clock or SystemClock()
         client = await create_client(account, environment)
-        return cls(client, limits=SignerLimits(tier, clock), clock=clock, settings=settings)
+        return cls(
+            client,
+            limits=SignerLimits(tier, clock),
+            clock=clock,
+            settings=settings,
+            user_channel=user_channel,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -383,6 +395,20 @@ class PolymarketLiveVenue:
         except OrderHeartbeatMismatchError as error:
             raise HeartbeatRejected(error.heartbeat_id) from None
         return _or_raise(answer)
+
+    # -- pushed reports --------------------------------------------------------------------------
+    def reports(self) -> AsyncIterator[VenueReport]:
+        """The user channel of this client's API key (:mod:`.user_channel`)."""
+        credentials = self._client.credentials
+        channel = PolymarketUserChannel(
+            PolymarketApiCredentials(
+                api_key=credentials.key,
+                secret=credentials.secret,
+                passphrase=credentials.passphrase,
+            ),
+            self._user_channel_settings,
+        )
+        return channel.reports()
 
     # -- one request -------------------------------------------------------------------------
     async def _call(
