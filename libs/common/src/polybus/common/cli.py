@@ -160,7 +160,17 @@ async def connect_bus(config: Config, *, name: str, timeout_s: float) -> NatsBus
 
 
 @app.command()
-def up(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def up(
+    config: ConfigOption = DEFAULT_CONFIG,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help='Start the executor trading real money (also needs [executor] mode = "live" '
+            "and the secrets file with the Polymarket private key).",
+        ),
+    ] = False,
+) -> None:
     """Run the whole system, supervised; Ctrl-C stops services, then servers.
 
     NATS and PostgreSQL start embedded (data under ./var) unless the config names their URLs;
@@ -169,7 +179,86 @@ def up(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from polybus.common.infra.up import up as run_up
 
     loaded = load(config)
-    raise typer.Exit(asyncio.run(run_up(loaded, discover_plugins())))
+    plugins = discover_plugins()
+    # The executor says whether this deployment may trade as asked; refused before any server
+    # starts, rather than a supervised executor failing over and over.
+    check_live = find_hook(plugins, "check_live")
+    if check_live is None and live:
+        raise fail("--live given, but no installed service trades live", 2)
+    problem = check_live(loaded, live=live) if check_live is not None else ""
+    if problem:
+        raise fail(str(problem), 2)
+    service_args = {"executor": ("--live",)} if live else {}
+    raise typer.Exit(asyncio.run(run_up(loaded, plugins, service_args=service_args)))
+
+
+StrategyOption = Annotated[
+    str,
+    typer.Option(
+        "--strategy", "-s", help="One strategy id (default: every strategy).", show_default=False
+    ),
+]
+
+
+def _set_halt(
+    config: Path, *, halted: bool, strategy: str, reason: str, connect_timeout: float
+) -> None:
+    from nats.errors import Error as NatsError
+
+    from polybus.common.halt import halt_key, set_halt
+
+    try:
+        halt_key(strategy)
+    except ValueError as error:
+        raise fail(f"bad --strategy: {error}", 2) from None
+    loaded = load(config)
+
+    async def run() -> None:
+        bus = await connect_bus(loaded, name="polybus-halt", timeout_s=connect_timeout)
+        try:
+            await set_halt(
+                bus.js,
+                bus.namespace,
+                halted=halted,
+                strategy_id=strategy or None,
+                reason=reason,
+            )
+        finally:
+            await bus.drain()
+
+    try:
+        asyncio.run(run())
+    except (NatsError, TimeoutError) as error:
+        hint = " (run: polybus streams apply)" if "not found" in str(error).lower() else ""
+        raise fail(f"cannot set the halt state: {error!r}{hint}", 1) from None
+    scope = f"strategy {strategy}" if strategy else "every strategy"
+    typer.echo(f"{'halted' if halted else 'resumed'}: {scope}")
+
+
+@app.command()
+def halt(
+    config: ConfigOption = DEFAULT_CONFIG,
+    strategy: StrategyOption = "",
+    reason: Annotated[str, typer.Option(help="Why (kept in the halt history).")] = "",
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+) -> None:
+    """Stop trading: no new orders, open orders canceled, until resume (kept across restarts).
+
+    Without --strategy every strategy is halted.
+    """
+    _set_halt(
+        config, halted=True, strategy=strategy, reason=reason, connect_timeout=connect_timeout
+    )
+
+
+@app.command()
+def resume(
+    config: ConfigOption = DEFAULT_CONFIG,
+    strategy: StrategyOption = "",
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+) -> None:
+    """Lift a halt (of one strategy with --strategy, else the halt of every strategy)."""
+    _set_halt(config, halted=False, strategy=strategy, reason="", connect_timeout=connect_timeout)
 
 
 @app.command()
@@ -394,9 +483,11 @@ def _add_service(plugin: ServicePlugin) -> None:
         with contextlib.suppress(ServiceStopped):
             asyncio.run(load_callable(plugin.run)(loaded))
 
-    app.command(name=plugin.name, help=plugin.help)(run_service)
-    if plugin.commands is not None:
-        extra = plugin.commands()
+    extra = plugin.commands() if plugin.commands is not None else None
+    # A service may bring its own ``polybus <name>`` (with options of its own, e.g. --live).
+    if extra is None or all(c.name != plugin.name for c in extra.registered_commands):
+        app.command(name=plugin.name, help=plugin.help)(run_service)
+    if extra is not None:
         app.registered_commands.extend(extra.registered_commands)
         app.registered_groups.extend(extra.registered_groups)
 

@@ -157,6 +157,10 @@ class ExecutorSettings(ServiceSettings, frozen=True):
     mode: Literal["paper", "live"] = "paper"
     """``live`` also needs the secrets file and the ``--live`` flag."""
     clob_url: str = "https://clob.polymarket.com"
+    wallet: str = ""
+    """The address orders are made for (live); empty: the signer's own address (an EOA)."""
+    signature_type: Literal["EOA", "POLY_PROXY", "GNOSIS_SAFE", "POLY_1271"] = "EOA"
+    """How the wallet signs (VENUE §2.2); checked against what the SDK infers at start."""
     user_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
     venue_heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0, le=8)] = 5.0
     """The venue cancels every order of the key 10 s after its last heartbeat (VENUE §3.4)."""

@@ -91,6 +91,7 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self._orders: dict[str, WorkingOrder] = {}
+        self._by_venue_id: dict[str, str] = {}
 
     def __contains__(self, order_id: object) -> bool:
         return order_id in self._orders
@@ -108,10 +109,8 @@ class OrderLedger:
         return self._orders.get(order_id)
 
     def find_by_venue_id(self, venue_order_id: str) -> WorkingOrder | None:
-        for order in self._orders.values():
-            if order.venue_order_id == venue_order_id:
-                return order
-        return None
+        order_id = self._by_venue_id.get(venue_order_id)
+        return self._orders.get(order_id) if order_id is not None else None
 
     def open_orders(self, strategy_id: str | None = None) -> Iterator[WorkingOrder]:
         """Orders that may rest at the venue, of one strategy or of all."""
@@ -176,6 +175,7 @@ class OrderLedger:
         order.filled_size = filled
         if venue_order_id:
             order.venue_order_id = venue_order_id
+            self._by_venue_id[venue_order_id] = order_id
         return self._event(order, now_ns, reason=reason, detail=detail, ts_event=ts_event)
 
     def on_fill(self, order_id: str, size: int, now_ns: int) -> OrderEvent:
@@ -190,12 +190,47 @@ class OrderLedger:
         status: OrderStatus = "filled" if filled >= order.size else "partially_filled"
         return self.transition(order_id, status, now_ns, filled_size=min(filled, order.size))
 
+    def restore(self, event: OrderEvent) -> None:
+        """Take an order's state from its own earlier ``OrderEvent`` (rebuilding after a
+        restart): the latest event wins, except that the filled size never shrinks and a
+        terminal order stays terminal. Produces no event: it was published already."""
+        order = self._orders.get(event.order_id)
+        if order is None:
+            self._orders[event.order_id] = WorkingOrder(
+                order_id=event.order_id,
+                strategy_id=event.strategy_id,
+                condition_id=event.condition_id,
+                asset_id=event.asset_id,
+                side=event.side,
+                price=event.price,
+                size=event.size,
+                # OrderEvent does not carry these; only an open order's cancel needs it, and
+                # a cancel does not depend on them.
+                time_in_force="GTC",
+                post_only=False,
+                status=event.status,
+                created_ns=event.ts_init,
+                filled_size=event.filled_size,
+                venue_order_id=event.venue_order_id,
+            )
+            if event.venue_order_id:
+                self._by_venue_id[event.venue_order_id] = event.order_id
+            return
+        if order.status in TERMINAL:
+            return
+        order.status = event.status
+        order.filled_size = max(order.filled_size, event.filled_size)
+        if event.venue_order_id:
+            order.venue_order_id = event.venue_order_id
+            self._by_venue_id[event.venue_order_id] = event.order_id
+
     def forget(self, order_id: str) -> None:
         """Drop a finished order (after its final events went out)."""
         order = self.get(order_id)
         if order.is_open:
             raise IllegalTransition(f"order {order_id!r} is still {order.status}")
         del self._orders[order_id]
+        self._by_venue_id.pop(order.venue_order_id, None)
 
     def _event(
         self,

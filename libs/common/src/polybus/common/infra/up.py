@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -26,10 +27,12 @@ from polybus.common.streams import apply, load_definitions
 _log = structlog.get_logger("polybus.up")
 
 
-def service_spec(plugin: ServicePlugin, config: Config) -> ProcessSpec:
-    """A service runs as ``python -m polybus.common.cli <name> --config FILE``."""
+def service_spec(
+    plugin: ServicePlugin, config: Config, extra_args: Sequence[str] = ()
+) -> ProcessSpec:
+    """A service runs as ``python -m polybus.common.cli <name> --config FILE [extra_args]``."""
     argv = [sys.executable, "-m", "polybus.common.cli", plugin.name, "--config", str(config.path)]
-    return ProcessSpec(name=plugin.name, argv=argv)
+    return ProcessSpec(name=plugin.name, argv=[*argv, *extra_args])
 
 
 async def apply_streams(config: Config) -> None:
@@ -79,7 +82,10 @@ async def _start_servers(config: Config, supervisor: Supervisor) -> None:
 
 
 async def _start(
-    config: Config, plugins: dict[str, ServicePlugin], supervisor: Supervisor
+    config: Config,
+    plugins: dict[str, ServicePlugin],
+    supervisor: Supervisor,
+    service_args: Mapping[str, Sequence[str]],
 ) -> list[ServicePlugin]:
     """Servers, streams, each plugin's ``prepare``, then the services; returns those started."""
     await _start_servers(config, supervisor)
@@ -90,12 +96,21 @@ async def _start(
             _log.info("up.prepare", service=plugin.name)
             await load_callable(plugin.prepare)(config)
     for plugin in wanted:
-        await supervisor.start(service_spec(plugin, config), wait_ready=False)
+        spec = service_spec(plugin, config, service_args.get(plugin.name, ()))
+        await supervisor.start(spec, wait_ready=False)
     return wanted
 
 
-async def up(config: Config, plugins: dict[str, ServicePlugin]) -> int:
-    """Run everything until SIGINT/SIGTERM; return the process exit code."""
+async def up(
+    config: Config,
+    plugins: dict[str, ServicePlugin],
+    *,
+    service_args: Mapping[str, Sequence[str]] | None = None,
+) -> int:
+    """Run everything until SIGINT/SIGTERM; return the process exit code.
+
+    ``service_args`` adds command-line arguments for some services (``up --live`` gives the
+    executor its ``--live``)."""
     deployment = config.deployment
     configure_logging(deployment.log.level, deployment.log.format, service="up")
     settings = deployment.supervisor
@@ -111,7 +126,9 @@ async def up(config: Config, plugins: dict[str, ServicePlugin]) -> int:
     exit_code = 0
     try:
         config.var_dir().mkdir(parents=True, exist_ok=True)
-        wanted = await runtime.until_stopped(_start(config, plugins, supervisor))
+        wanted = await runtime.until_stopped(
+            _start(config, plugins, supervisor, service_args or {})
+        )
         async with runtime:
             runtime.add_health_check("children", lambda: _children_up(supervisor))
             _log.info("up.running", services=[p.name for p in wanted])
