@@ -1,8 +1,9 @@
 """The paper venue on a real ingest following the simulator, over a real nats-server.
 
 Its fills must be what the simulator's books allowed: a marketable order takes exactly the
-levels the venue showed at that moment, never a better price or more size; a resting order
-fills only when the venue's own flow trades through its price.
+levels the venue showed at that moment, never a better price or more size (with the flow
+stopped, against the simulator's own book; while it runs, against the book the order met); a
+resting order fills only when the venue's own flow trades through its price.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from polybus.executor.venue import SubmitAccepted, VenueOrder, VenueOrderUpdate,
 from polybus.ingest.service import Ingest
 from polybus.sim.server import Simulator
 from polybus.sim.universe import SimMarket
+from tests.helpers import eventually
 from tests.integration.test_book_view import following, settle
 from tests.integration.test_ingest_sim import running, small
 from tests.integration.test_sim_support import Trader
@@ -62,10 +64,10 @@ class Paper:
 
 @asynccontextmanager
 async def paper_trading(
-    bus: NatsBus, definitions: Definitions
+    bus: NatsBus, definitions: Definitions, *, still: bool = True
 ) -> AsyncIterator[tuple[Simulator, Ingest, BookFeed, Paper]]:
-    """Two fee-charging markets on the simulator, the ingest, and a paper venue on its books,
-    with the simulated flow stopped and the view equal to the simulator's books."""
+    """Two fee-charging markets on the simulator, the ingest, and a paper venue on its books;
+    ``still``: the simulated flow stopped and the view equal to the simulator's books."""
     settings = msgspec.structs.replace(small(2), taker_fee_bps=700)
     paper = Paper()
     async with (
@@ -74,7 +76,8 @@ async def paper_trading(
             bus, view=paper.venue.view, on_book=paper.venue.on_book, on_trade=paper.on_trade
         ) as feed,
     ):
-        await settle(sim, feed, ingest)
+        if still:
+            await settle(sim, feed, ingest)
         yield sim, ingest, feed, paper
 
 
@@ -204,3 +207,40 @@ async def test_a_resting_bid_fills_when_the_venues_flow_trades_through_its_price
         assert sum(t.size for t in below) >= fill.size
         assert await paper.venue.open_orders() == []
         assert feed.view.tradeable(market.yes)
+
+
+async def test_while_the_books_move_no_taker_fill_beats_the_book_of_its_moment(
+    bus: NatsBus, definitions: Definitions
+) -> None:
+    async with paper_trading(bus, definitions, still=False) as (sim, _, feed, paper):
+        market = binary(sim)
+        asset = market.yes
+        checked = 0
+        for number in range(30):
+
+            def moved(since: int = feed.view.stats.applied) -> bool:
+                return feed.view.stats.applied > since
+
+            await eventually(moved, 10, "the books to move")
+            book = feed.view.book(asset)
+            assert book is not None
+            if not feed.view.tradeable(asset) or not book.ask_levels():
+                continue
+            # The book the order meets: submit runs to its end without yielding to the feed.
+            shown = dict(book.ask_levels())
+            limit = min(book.ask_levels()[0][0] + 2 * market.tick_size, MICROS - market.tick_size)
+            size = 20 * MICROS
+            [result] = await paper.venue.submit(
+                [order(market, f"take-{number}", "BUY", limit, size, "FAK")]
+            )
+            if not isinstance(result, SubmitAccepted):
+                continue  # everything within the limit was already ours (fak_not_filled)
+            fills = taken(await paper.reports_until(VenueOrderUpdate))
+            prices = [price for price, _ in fills]
+            assert prices == sorted(prices), fills  # best level first
+            for price, filled in fills:
+                assert price <= limit
+                assert filled <= shown[price], (fills, shown)  # KeyError: a price never shown
+            assert sum(filled for _, filled in fills) <= size
+            checked += 1
+        assert checked >= 10
