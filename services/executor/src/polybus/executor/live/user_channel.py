@@ -11,8 +11,10 @@ every ``ping_interval_s``; the venue answers ``PONG``.
   withholds events (hazard H1) is caught by the executor's periodic reconciliation instead.
 - **Reconnects** back off exponentially with jitter (stamina); a connection the venue answered
   on resets the backoff, so one drop after hours of service reconnects at once.
-- **Gaps.** The venue never replays what a client missed. After every connect, the first
-  report is a :class:`~polybus.executor.venue.ReportsGap` whose ``since_ns`` reaches back to
+- **Gaps.** The venue never replays what a client missed. After every connect, once the
+  venue answered a PING sent behind the authentication frame (so it is sending us the key's
+  events), the first report is a :class:`~polybus.executor.venue.ReportsGap` whose
+  ``since_ns`` reaches back to
   the last moment the previous socket was heard from, and further, to the match time of any
   trade still settling (its later statuses may have been sent while we were away), minus
   ``gap_margin_s`` for the venue's whole-second times and clock skew. The executor re-reads
@@ -150,10 +152,10 @@ class PolymarketUserChannel:
             ):
                 with attempt:
                     heard_before = self._heard_ns
+                    gap = ReportsGap(since_ns=self._gap_start(), reason=gap_reason)
                     try:
                         async with self._connect() as connection:
-                            yield ReportsGap(since_ns=self._gap_start(), reason=gap_reason)
-                            async for report in self._read(connection):
+                            async for report in self._read(connection, gap):
                                 yield report
                     except _RECONNECT_ON as error:
                         reason = _cause(error)
@@ -188,13 +190,20 @@ class PolymarketUserChannel:
         frame = PolymarketUserSubscription(auth=self._credentials, markets=markets, type="user")
         return _encoder.encode(frame).decode()
 
-    async def _read(self, connection: ClientConnection) -> AsyncIterator[VenueReport]:
+    async def _read(
+        self, connection: ClientConnection, gap: ReportsGap
+    ) -> AsyncIterator[VenueReport]:
+        """Authenticate, then report what arrives. ``gap`` comes first, once the venue
+        answered the PING sent right after the authentication frame: it handles a socket's
+        frames in order, so from then on it sends us every event of the key."""
         settings = self._settings
         await connection.send(self._subscription())
-        self.connects += 1
-        _log.info("user_channel.connected", markets=len(settings.markets) or "all")
+        await connection.send("PING")
         loop = asyncio.get_running_loop()
-        last_frame = next_ping = loop.time()
+        last_frame = loop.time()
+        next_ping = last_frame + settings.ping_interval_s
+        early: list[VenueReport] | None = []
+        """Reports that arrived before the venue's first PONG (then None: it answered)."""
         while True:
             now = loop.time()
             if now - last_frame >= settings.silence_timeout_s:
@@ -213,8 +222,18 @@ class PolymarketUserChannel:
             self._heard_ns = time.time_ns()
             if frame == PONG:
                 FRAMES.labels("pong").inc()
+                if early is not None:
+                    self.connects += 1
+                    _log.info("user_channel.connected", markets=len(settings.markets) or "all")
+                    yield gap
+                    for report in early:
+                        yield report
+                    early = None
                 continue
             FRAMES.labels("data").inc()
+            if early is not None:
+                early.extend(self.decode(frame))
+                continue
             for report in self.decode(frame):
                 yield report
 
