@@ -154,7 +154,10 @@ def _reachable_binaries(bin_dir: Path, user: str, private_root: Path) -> Path:
     parts = _install_parts(bin_dir)
     version = (bin_dir / "postgres").stat().st_mtime_ns
     copy = _private_dir(private_root, f"pginstall-{_key(bin_dir.parent)}-{version}", user)
-    if not copy.is_dir():
+    copied_bin = copy / parts[0][1] / "bin"
+    if not copied_bin.is_dir():
+        # None yet, or one of an older layout: (re)build it whole, then move it in at once.
+        shutil.rmtree(copy, ignore_errors=True)
         partial = copy.with_name(copy.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         for source, place in parts:
@@ -162,7 +165,6 @@ def _reachable_binaries(bin_dir: Path, user: str, private_root: Path) -> Path:
             shutil.copytree(source, partial / place, symlinks=True)
         _readable_by_all(partial)
         partial.rename(copy)
-    copied_bin = copy / parts[0][1] / "bin"
     if missing := unreachable_paths(user, _binaries(copied_bin)):
         raise InfraError(f"PostgreSQL runs as {user}, which cannot use {missing[0]}")
     return copied_bin
