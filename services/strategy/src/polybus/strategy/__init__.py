@@ -1,0 +1,1 @@
+"""polybus.strategy: strategies turn verified books into order intents (DESIGN §1, §5)."""
