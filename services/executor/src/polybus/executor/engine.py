@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 import structlog
 
 from polybus.common.book_view import BookView
-from polybus.common.events import Event, OrderEvent, OrderIntent, OrderStatus
+from polybus.common.events import Event, OrderEvent, OrderIntent, OrderStatus, RiskEvent
 from polybus.common.halt import HaltState
 from polybus.executor.intake import IntentRegistry, read_intent
 from polybus.executor.live.client import exchange_version_of
@@ -98,6 +98,10 @@ class Executor:
         self._trip_halt = trip_halt
         self._clock = clock
         self._snapshots = 0
+        self.on_order_live: Callable[[], None] | None = None
+        """Called when an order rests at the venue (live: arms the dead-man heartbeat)."""
+        self.submissions_blocked = ""
+        """Why new orders are refused outside the risk gate (the venue heartbeat was lost)."""
 
     # -- intents ------------------------------------------------------------------------------
     async def handle_intent(self, data: bytes) -> None:
@@ -130,6 +134,12 @@ class Executor:
         await self.cancel_orders([target], reason=f"intent {intent.intent_id}")
 
     async def _place(self, intent: OrderIntent, now: int) -> None:
+        if self.submissions_blocked:
+            # The venue may have canceled everything: nothing new until reconciled.
+            await self.publisher.publish(
+                [reject_intent(intent, "halted", self.submissions_blocked, now)]
+            )
+            return
         decision = self.gate.check(
             intent,
             market=self.market_state(intent.asset_id),
@@ -186,6 +196,8 @@ class Executor:
         order_id = intent.intent_id
         if isinstance(result, SubmitAccepted):
             await self._transition(order_id, "accepted", now, venue_order_id=result.venue_order_id)
+            if result.venue_status != "matched" and self.on_order_live is not None:
+                self.on_order_live()
         elif isinstance(result, SubmitRejected):
             await self._transition(
                 order_id,
@@ -325,6 +337,35 @@ class Executor:
             return False
         await self.publisher.publish(e for e in events if isinstance(e, ExecutionEvent))
         return True
+
+    async def heartbeat_lost(self, reason: str) -> None:
+        """The venue's dead-man switch may have fired: refuse new orders until reconciled."""
+        async with self.lock:
+            self.submissions_blocked = f"venue heartbeat lost: {reason}"
+            await self.publisher.publish([self._switch_event("halt", self.submissions_blocked)])
+
+    async def heartbeat_restored(self, confirm: Callable[[], bool]) -> bool:
+        """A fresh heartbeat ack: reconcile, then ``confirm()`` (the heartbeat's ``restored``)
+        lifts the block; False when the venue could not be read (try again)."""
+        async with self.lock:
+            if not await self.reconcile("heartbeat restored"):
+                return False
+            if confirm():
+                self.submissions_blocked = ""
+                await self.publisher.publish([self._switch_event("resume", "heartbeat acked")])
+            return True
+
+    def _switch_event(self, kind: Literal["halt", "resume"], detail: str) -> RiskEvent:
+        now = self._clock()
+        return RiskEvent(
+            event_id=f"risk.account.{kind}.heartbeat.{now}",
+            ts_event=now,
+            ts_init=now,
+            strategy_id="",
+            kind=kind,
+            limit="heartbeat",
+            detail=detail,
+        )
 
     async def cancel_restored_paper_orders(self) -> None:
         """Paper orders live in the process: after a restart the ones that were open are gone,

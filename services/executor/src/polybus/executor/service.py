@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from eth_account import Account
@@ -32,7 +33,10 @@ from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.executor.config import ExecutorSettings
 from polybus.executor.engine import Executor
 from polybus.executor.halt import HaltFollower, trip
+from polybus.executor.heartbeat import Heartbeat
 from polybus.executor.intake import INTENTS_BUCKET, KvIntentRegistry
+from polybus.executor.live.adapter import PolymarketLiveVenue
+from polybus.executor.live.limits import SystemClock
 from polybus.executor.paper.venue import PaperVenue
 from polybus.executor.publishing import ExecutionPublisher
 from polybus.executor.reconcile import Reconciler
@@ -86,8 +90,7 @@ def check_live(config: Config, *, live: bool) -> str:
     return live_problem(config, live=live)
 
 
-async def _live_venue(config: Config, settings: ExecutorSettings) -> Venue:
-    from polybus.executor.live.adapter import PolymarketLiveVenue
+async def _live_venue(config: Config, settings: ExecutorSettings) -> PolymarketLiveVenue:
     from polybus.executor.live.client import LiveAccount, environment_for
     from polybus.executor.live.user_channel import UserChannelSettings
 
@@ -116,30 +119,42 @@ async def run(config: Config, *, live: bool = False) -> None:
     if problem:
         raise LiveRefused(problem)
     settings = config.section("executor", ExecutorSettings)
-    async with ServiceRuntime("executor", config, settings) as runtime:
+    # Outside the runtime: the live venue's HTTP client closes after the tasks using it stopped.
+    async with (
+        contextlib.AsyncExitStack() as closing,
+        ServiceRuntime("executor", config, settings) as runtime,
+    ):
         bus = runtime.bus
         if not isinstance(bus, NatsBus):
             raise TypeError("the executor needs a NATS bus (KV buckets, ordered consumers)")
-        executor, paper = await _start(runtime, bus, config, settings)
+        executor, paper = await _start(runtime, bus, config, settings, closing)
         halts = HaltFollower(bus.js, runtime.namespace, executor.on_halt)
         await runtime.until_stopped(halts.load())
-        _add_health_checks(runtime, executor.venue, halts)
+        heartbeat = None if paper is not None else _heartbeat(runtime, executor, settings)
+        _add_health_checks(runtime, executor.venue, halts, heartbeat)
         _spawn_tasks(runtime, bus, executor, halts, live=paper is None)
         _log.info("executor.running", mode=settings.mode, orders=len(executor.ledger))
         await runtime.wait()
 
 
 async def _start(
-    runtime: ServiceRuntime, bus: NatsBus, config: Config, settings: ExecutorSettings
+    runtime: ServiceRuntime,
+    bus: NatsBus,
+    config: Config,
+    settings: ExecutorSettings,
+    closing: contextlib.AsyncExitStack,
 ) -> tuple[Executor, PaperVenue | None]:
     """The venue, the book view and the state rebuilt and squared with the venue."""
     namespace = runtime.namespace
     view = BookView()
     paper: PaperVenue | None = None
     if settings.mode == "live":
-        venue = await runtime.until_stopped(_live_venue(config, settings))
+        live = await runtime.until_stopped(_live_venue(config, settings))
+        closing.push_async_callback(live.aclose)
+        venue: Venue = live
     else:
-        venue = paper = PaperVenue(view, time.time_ns)
+        paper = PaperVenue(view, time.time_ns)
+        venue = paper
     feed = BookFeed(
         bus,
         view,
@@ -227,7 +242,41 @@ def _spawn_tasks(
     )
 
 
-def _add_health_checks(runtime: ServiceRuntime, venue: Venue, halts: HaltFollower) -> None:
+def _heartbeat(
+    runtime: ServiceRuntime, executor: Executor, settings: ExecutorSettings
+) -> Heartbeat:
+    """The venue's dead-man switch, armed by the first resting order (or one still resting
+    after a restart). Its callbacks must not block: they hand the work to a task."""
+    work: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+
+    async def restore(generation: int) -> None:
+        while not await executor.heartbeat_restored(lambda: heartbeat.restored(generation)):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop_event.wait(), START_RECONCILE_RETRY_S)
+
+    heartbeat = Heartbeat(
+        executor.venue,
+        settings.venue_heartbeat_interval_s,
+        SystemClock(),
+        on_lost=lambda reason: work.put_nowait(lambda: executor.heartbeat_lost(reason)),
+        on_restored=lambda generation: work.put_nowait(lambda: restore(generation)),
+    )
+
+    async def run_work() -> None:
+        while True:
+            await (await work.get())()
+
+    executor.on_order_live = heartbeat.arm
+    if any(executor.ledger.open_orders()):
+        heartbeat.arm()
+    runtime.spawn(heartbeat.run(), name="venue_heartbeat")
+    runtime.spawn(run_work(), name="heartbeat_work")
+    return heartbeat
+
+
+def _add_health_checks(
+    runtime: ServiceRuntime, venue: Venue, halts: HaltFollower, heartbeat: Heartbeat | None
+) -> None:
     def venue_health() -> tuple[bool, str]:
         restriction = venue.restriction
         if restriction is None:
@@ -243,5 +292,11 @@ def _add_health_checks(runtime: ServiceRuntime, venue: Venue, halts: HaltFollowe
         )
         return False, f"halted: {scopes}"
 
+    def heartbeat_health() -> tuple[bool, str]:
+        if heartbeat is None or heartbeat.healthy:
+            return True, ""
+        return False, "venue heartbeat lost: new orders refused until reconciled"
+
     runtime.add_health_check("venue", venue_health)
+    runtime.add_health_check("heartbeat", heartbeat_health)
     runtime.add_health_check("halt", halt_health)
