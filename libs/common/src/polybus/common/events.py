@@ -127,6 +127,11 @@ class MarketInfo(Event, frozen=True, kw_only=True):
     closed: bool = False
     volume_24h: int = 0
     liquidity: int = 0
+    neg_risk_augmented: bool = False
+    """The neg-risk event is augmented (Gamma ``negRiskAugmented``): it has placeholder and
+    "Other" outcomes, so its named outcomes are not a complete set (VENUE §3.6)."""
+    neg_risk_market_count: int = 0
+    """How many markets the neg-risk event has (Gamma's event ``markets``); 0 when unknown."""
 
 
 class MarketResolved(Event, frozen=True, kw_only=True):
