@@ -14,7 +14,7 @@ from polybus.common.infra import free_port
 from tests.conftest import STREAMS_FILE
 from tests.helpers import eventually, healthy_status, start_up, stop
 
-SERVICES = frozenset({"supervisor", "sim", "ingest", "recorder"})
+SERVICES = frozenset({"supervisor", "sim", "ingest", "recorder", "executor"})
 
 
 @pytest.mark.slow
@@ -54,6 +54,9 @@ heartbeat_interval_s = 1
 [recorder]
 metrics_port = 0
 heartbeat_interval_s = 1
+[executor]
+metrics_port = 0
+heartbeat_interval_s = 1
 """
     )
     up = await start_up(config, workdir)
@@ -85,5 +88,5 @@ heartbeat_interval_s = 1
         json.loads(line)["child"] for line in log.splitlines() if '"supervisor.stopped"' in line
     ]
     # The services first (stopped together, so in any order), then PostgreSQL, then NATS.
-    assert sorted(children[:3]) == ["ingest", "recorder", "sim"]
-    assert children[3:] == ["postgres", "nats-server"]
+    assert sorted(children[:4]) == ["executor", "ingest", "recorder", "sim"]
+    assert children[4:] == ["postgres", "nats-server"]
