@@ -14,10 +14,14 @@ again with ``halted = false`` (not a delete), so the history shows it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import msgspec
+import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
@@ -25,6 +29,8 @@ from nats.js.kv import KeyValue
 from polybus.common.bus import event_headers
 from polybus.common.events import RiskEvent, encode
 from polybus.common.subjects import Namespace, Subjects
+
+_log = structlog.get_logger("polybus.halt")
 
 HALT_BUCKET = "HALT"
 ALL_KEY = "all"
@@ -119,3 +125,69 @@ async def set_halt(
     subject = namespace.subjects.control(event.kind)
     await js.publish(subject, encode(event), headers=event_headers(event, event.event_id))
     return state
+
+
+HaltCallback = Callable[[HaltState], Awaitable[None]]
+RETRY_DELAY_S = 1.0
+
+
+class HaltFollower:
+    """Applies the bucket's halt states through ``on_change``, each change once.
+
+    :meth:`load` reads every scope's current state (call it before the first intent), then
+    :meth:`run` watches the bucket. The watch is an ordered consumer; if it ends or fails (NATS
+    restarted, the bucket was recreated) it starts again from the current values, and a state
+    already applied is not applied twice. The executor and every strategy use it.
+    """
+
+    def __init__(self, js: JetStreamContext, namespace: Namespace, on_change: HaltCallback) -> None:
+        self._js = js
+        self._namespace = namespace
+        self._on_change = on_change
+        self._applied: dict[str, HaltState] = {}
+
+    def halted(self) -> list[HaltState]:
+        """The scopes halted now."""
+        return [state for state in self._applied.values() if state.halted]
+
+    async def load(self) -> None:
+        """Apply every scope's current state (before the first intent)."""
+        bucket = await halt_bucket(self._js, self._namespace)
+        for state in await read_halts(bucket):
+            await self._apply(state)
+
+    async def run(self) -> None:
+        """Follow the bucket until cancelled."""
+        while True:
+            try:
+                await self._watch(await halt_bucket(self._js, self._namespace))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                _log.warning("halt.watch_failed", error=repr(error), retry_in_s=RETRY_DELAY_S)
+            await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _watch(self, bucket: KeyValue) -> None:
+        watcher = await bucket.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None:
+                    continue  # the end of the initial values, or a deleted key
+                state = decode_halt(entry.value)
+                if state is None:
+                    _log.warning("halt.undecodable", key=entry.key)
+                    continue
+                await self._apply(state)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _apply(self, state: HaltState) -> None:
+        scope = state.strategy_id
+        if self._applied.get(scope) == state:
+            return
+        previous = self._applied.get(scope)
+        self._applied[scope] = state
+        if previous is None and not state.halted:
+            return  # a scope that was never halted here has nothing to resume
+        await self._on_change(state)

@@ -15,7 +15,7 @@ is not installed is simply absent.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,9 @@ class ServicePlugin:
     """Whether ``polybus up`` runs this service for a given deployment."""
     start_order: int = 100
     """``polybus up`` starts services in ascending order and stops them in reverse."""
+    instances: Callable[[Config], Sequence[tuple[str, Sequence[str]]]] | None = None
+    """The processes ``polybus up`` starts for this service: (child name, extra arguments)
+    each; None: one process named after the service (a strategy runs one per replica)."""
     hooks: Mapping[str, str] = field(default_factory=dict)
     """Named ``"module:function"`` implementations of commands that common owns but a service
     implements, so two services can share one command (see :data:`HOOKS`)."""

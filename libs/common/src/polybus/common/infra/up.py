@@ -28,11 +28,11 @@ _log = structlog.get_logger("polybus.up")
 
 
 def service_spec(
-    plugin: ServicePlugin, config: Config, extra_args: Sequence[str] = ()
+    plugin: ServicePlugin, config: Config, extra_args: Sequence[str] = (), *, name: str = ""
 ) -> ProcessSpec:
     """A service runs as ``python -m polybus.common.cli <name> --config FILE [extra_args]``."""
     argv = [sys.executable, "-m", "polybus.common.cli", plugin.name, "--config", str(config.path)]
-    return ProcessSpec(name=plugin.name, argv=[*argv, *extra_args])
+    return ProcessSpec(name=name or plugin.name, argv=[*argv, *extra_args])
 
 
 async def apply_streams(config: Config) -> None:
@@ -96,8 +96,11 @@ async def _start(
             _log.info("up.prepare", service=plugin.name)
             await load_callable(plugin.prepare)(config)
     for plugin in wanted:
-        spec = service_spec(plugin, config, service_args.get(plugin.name, ()))
-        await supervisor.start(spec, wait_ready=False)
+        extra = service_args.get(plugin.name, ())
+        children = plugin.instances(config) if plugin.instances else [(plugin.name, ())]
+        for child, args in children:
+            spec = service_spec(plugin, config, [*args, *extra], name=child)
+            await supervisor.start(spec, wait_ready=False)
     return wanted
 
 
