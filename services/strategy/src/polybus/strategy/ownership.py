@@ -4,8 +4,9 @@ The runtime needs only: the partitions it holds with the lease revision of each 
 token every intent carries), a call when one is acquired, and a call when one is lost that is
 *awaited before the lease is released*, so the cancels for the orders there are stored first.
 :class:`SingleReplicaOwnership` is the one-replica case: every partition, revision 0 (an
-intent made without a lease, which the executor does not fence). The leases of
-``polybus.common.leases`` plug in behind the same interface.
+intent made without a lease, which the executor does not fence); :class:`LeaseOwnership` the
+leases of :mod:`polybus.common.leases` (``[strategy] partition_leases = true``), for any number
+of replicas.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from polybus.common.leases import LeaseKeeper, LeaseStore
 
 OnAcquired = Callable[[int, int], Awaitable[None]]
 """``on_acquired(partition, revision)``."""
@@ -42,3 +45,31 @@ class SingleReplicaOwnership:
 
     async def run(self) -> None:
         await asyncio.Event().wait()
+
+
+class LeaseOwnership:
+    """The partitions this replica wins in the ``LEASES`` bucket (:mod:`polybus.common.leases`),
+    group ``strategy.<strategy_id>``, each with its lease token as the revision."""
+
+    def __init__(self, store: LeaseStore, *, group: str, member: str, partitions: int) -> None:
+        self._store = store
+        self._group = group
+        self._member = member
+        self._partitions = partitions
+        self.keeper: LeaseKeeper | None = None
+
+    async def start(self, on_acquired: OnAcquired, on_lost: OnLost) -> None:
+        self.keeper = LeaseKeeper(
+            self._store,
+            group=self._group,
+            member=self._member,
+            partitions=self._partitions,
+            on_acquired=on_acquired,
+            on_lost=on_lost,
+        )
+        await self.keeper.step()
+
+    async def run(self) -> None:
+        if self.keeper is None:
+            raise RuntimeError("LeaseOwnership.run before start")
+        await self.keeper.run()

@@ -36,10 +36,15 @@ from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
 from polybus.common.events import DecodeError, OrderIntent, execution_decoder
 from polybus.common.halt import HaltFollower, HaltState
+from polybus.common.leases import NatsLeaseStore, new_member_id
 from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.strategy.api import Strategy
 from polybus.strategy.config import StrategyServiceSettings, configured, runtime_keys
-from polybus.strategy.ownership import PartitionOwnership, SingleReplicaOwnership
+from polybus.strategy.ownership import (
+    LeaseOwnership,
+    PartitionOwnership,
+    SingleReplicaOwnership,
+)
 from polybus.strategy.portfolio import LivePortfolio
 from polybus.strategy.registry import strategies
 from polybus.strategy.runtime import IntentIds, StrategyRuntime
@@ -163,9 +168,13 @@ async def run(
 
         halts = HaltFollower(bus.js, service.namespace, on_halt)
         await service.until_stopped(halts.load())
-        ownership = ownership or SingleReplicaOwnership(config.deployment.bus.partitions)
+        owner = ownership
+        if owner is None:
+            owner = await service.until_stopped(
+                _ownership(bus, name, replica_token, config.deployment.bus.partitions, settings)
+            )
         core.start()
-        await _own_partitions(service, bus, core, publisher, ownership, settings)
+        await _own_partitions(service, bus, core, publisher, owner, settings)
         service.spawn(halts.run(), name="halts")
         service.spawn(_timer(service, core, publisher, timer_interval_s), name="timer")
         service.add_health_check("halt", lambda: (not core.halted, "halted" if core.halted else ""))
@@ -177,6 +186,17 @@ async def run(
             partitions=len(core.held()),
         )
         await service.wait()
+
+
+async def _ownership(
+    bus: NatsBus, name: str, member: str, partitions: int, settings: StrategyServiceSettings
+) -> PartitionOwnership:
+    if not settings.partition_leases:
+        return SingleReplicaOwnership(partitions)
+    store = await NatsLeaseStore.open(bus.js, bus.namespace)
+    return LeaseOwnership(
+        store, group=f"strategy.{name}", member=new_member_id(member), partitions=partitions
+    )
 
 
 async def _follow_execution(
