@@ -3,10 +3,10 @@
 One run, one local nats-server (JetStream on, the checked-in streams):
 
 - *bare hop*: a core subscriber republishes each message it gets on another subject;
-- *strategy*: a ``BookDelta`` published as the ingest does (core NATS, captured by MD) reaches a
-  :class:`~polybus.common.book_view.BookFeed`, the :class:`~polybus.strategy.runtime.StrategyRuntime`
-  calls a strategy that places on every book change, and the service's ``IntentPublisher``
-  publishes the intent with a JetStream ack (``Nats-Msg-Id`` = intent id).
+- *strategy*: a ``BookDelta`` published as the ingest does (core NATS, captured by MD) reaches
+  a ``BookFeed``, the ``StrategyRuntime`` calls a strategy that places on every book change,
+  and the service's ``IntentPublisher`` publishes the intent with a JetStream ack
+  (``Nats-Msg-Id`` = intent id).
 
 Latency is from the moment the event is published to the moment a core subscriber on the
 target subject receives the result (one event in flight: p50/p99); throughput is events/s with
