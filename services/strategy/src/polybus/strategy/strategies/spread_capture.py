@@ -153,9 +153,9 @@ class SpreadCapture(Strategy):
         if asset is None or market is None:
             return ()
         self._now_ns = max(self._now_ns, asset.updated_ns)
-        if not self.config.markets and self._selected_at_ns is None:
-            self._select(view, self._now_ns)
         state = self._markets.get(market.condition_id)
+        if state is None and market.condition_id in self.config.markets:
+            state = self._track(market)
         if state is None or asset_id not in (state.yes, state.no):
             return ()
         return self._refresh(view, market, state, self._now_ns)
@@ -186,13 +186,16 @@ class SpreadCapture(Strategy):
             if asset_id in (state.yes, state.no):
                 state.paused = True
                 state.resume_at_ns = None
+                state.pending.clear()
         return ()
 
     # -- markets -----------------------------------------------------------------------------
     def _select(self, view: BookView, now_ns: int) -> list[Action]:
         """(Re)choose the markets to quote; pull the quotes of the ones dropped."""
         interval_ns = self.config.auto_select_interval_s * _SECOND_NS
-        if self._selected_at_ns is not None and now_ns - self._selected_at_ns < interval_ns:
+        # Until something is chosen, every timer looks again (the books are still arriving).
+        recent = self._selected_at_ns is not None and now_ns - self._selected_at_ns < interval_ns
+        if recent and self._markets:
             return []
         self._selected_at_ns = now_ns
         if self.config.markets:
@@ -209,9 +212,15 @@ class SpreadCapture(Strategy):
                 actions.extend(self._cancel_all(state, "pull.deselected"))
         for market in chosen:
             if market.condition_id in wanted and market.condition_id not in self._markets:
-                yes, no = (outcome.token_id for outcome in market.outcomes)
-                self._markets[market.condition_id] = _MarketState(yes=yes, no=no)
+                self._track(market)
         return actions
+
+    def _track(self, market: MarketInfo) -> _MarketState | None:
+        if len(market.outcomes) != 2:
+            return None
+        yes, no = (outcome.token_id for outcome in market.outcomes)
+        state = self._markets[market.condition_id] = _MarketState(yes=yes, no=no)
+        return state
 
     def _quotable(self, view: BookView, market: MarketInfo, now_ns: int) -> bool:
         if len(market.outcomes) != 2 or not market.active or market.closed:
@@ -412,6 +421,7 @@ class SpreadCapture(Strategy):
         return [Cancel(order_id=order.order_id, reason=reason)]
 
     def _cancel_all(self, state: _MarketState, reason: str) -> list[Action]:
+        state.pending.clear()
         orders = [*self.portfolio.working(state.yes), *self.portfolio.working(state.no)]
         actions: list[Action] = []
         for order in orders:
