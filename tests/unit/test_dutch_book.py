@@ -284,3 +284,25 @@ def test_never_fires_when_the_exact_cost_with_fees_is_above_the_bound(
     kept = size - max(taker_fee("BUY", price, size, schedule) for price in asks)
     # The set that pays (what is left of the shares) beats the cost by at least a tick a set.
     assert kept * MICROS - sum(asks) * size >= 10_000 * size
+
+
+def test_policy_is_tried_a_bounded_number_of_times() -> None:
+    _, _, market = arbitrage(leg_timeout_ms=500, one_legged_policy="unwind", one_legged_max_tries=2)
+    legs = places(binary(market, (450_000, 50 * SHARES), (500_000, 50 * SHARES)))
+    market.fill(next(p for p in legs if p.asset_id == YES))
+    tries = []
+    for _ in range(4):
+        market.advance(600)
+        tries.append([p.reason for p in places(market.timer())])
+    # Nobody bids within the cap: two unwinds, then the attempt is given up (and the set freed).
+    assert tries == [["one_legged.unwind"], ["one_legged.unwind"], [], []]
+
+
+def test_uneven_fill_below_the_minimum_size_is_kept() -> None:
+    _, _, market = arbitrage(leg_timeout_ms=500)
+    legs = places(binary(market, (450_000, 50 * SHARES), (500_000, 50 * SHARES)))
+    for leg in legs:
+        market.fill(leg, leg.size - (3 * SHARES if leg.asset_id == NO else 0))
+    market.advance(600)
+    # 3 shares short on NO, under the 5-share minimum: nothing can be traded.
+    assert market.timer() == []

@@ -325,9 +325,9 @@ class DutchBook(Strategy):
             return []
         if any(self.portfolio.working(asset) for asset in attempt.legs.assets):
             return []  # orders still working: their outcome decides
-        filled = attempt.filled.values()
+        uneven = max(attempt.filled.values()) - min(attempt.filled.values())
         dust = max(self._view.min_size(a) if self._view else 0 for a in attempt.legs.assets)
-        if max(filled) - min(filled) <= dust or attempt.tries >= self.config.one_legged_max_tries:
+        if uneven == 0 or uneven < dust or attempt.tries >= self.config.one_legged_max_tries:
             # Even (a whole set, or nothing), a remainder too small to trade, or given up.
             for asset in attempt.legs.assets:
                 self._busy.pop(asset, None)
