@@ -346,6 +346,10 @@ class LeaseKeeper:
         now = self.clock()
         return {p: lease.token for p, lease in self._leases.items() if now < lease.deadline}
 
+    def leases(self) -> dict[int, HeldLease]:
+        """Every lease as kept, deadlines included (past its deadline a lease is not held)."""
+        return dict(self._leases)
+
     def owns(self, partition: int) -> bool:
         lease = self._leases.get(partition)
         return lease is not None and self.clock() < lease.deadline
