@@ -17,13 +17,13 @@ from eth_account import Account
 from polybus.common.config import Secret
 from polybus.common.events import Event, Fill, OrderEvent, OrderIntent, PositionSnapshot
 from polybus.common.money import MICROS
+from polybus.common.positions import PositionBook
 from polybus.executor.config import ExecutorSettings
 from polybus.executor.heartbeat import Heartbeat
 from polybus.executor.live.adapter import LiveVenueSettings, PolymarketLiveVenue
 from polybus.executor.live.client import LiveAccount, create_client, private_environment
 from polybus.executor.live.limits import SignerLimits
 from polybus.executor.orders import OrderLedger
-from polybus.executor.positions import PositionBook
 from polybus.executor.reconcile import Reconciler
 from polybus.executor.venue import SubmitAccepted, SubmitUnknown
 from polybus.sim.clock import ManualClock

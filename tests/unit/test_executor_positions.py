@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from polybus.common.events import Fill, SettlementStatus, Side
 from polybus.common.fees import FeeSchedule, taker_fee
 from polybus.common.money import MICROS, notional
-from polybus.executor.positions import Holding, PositionBook
+from polybus.common.positions import Holding, PositionBook
 
 prices = st.integers(min_value=1, max_value=MICROS - 1)
 sizes = st.integers(min_value=1, max_value=10**6 * MICROS)

@@ -10,9 +10,9 @@ import pytest
 
 from polybus.common.events import Event, Fill, OrderEvent, OrderIntent, PositionSnapshot, RiskEvent
 from polybus.common.money import MICROS
+from polybus.common.positions import PositionBook
 from polybus.executor.config import ExecutorSettings
 from polybus.executor.orders import OrderLedger
-from polybus.executor.positions import PositionBook
 from polybus.executor.reconcile import Reconciler, fill_for_trade
 from polybus.executor.venue import (
     CancelResult,

@@ -10,9 +10,9 @@ import pytest
 
 from polybus.common.events import Fill, OrderEvent, OrderIntent, RiskEvent
 from polybus.common.money import MICROS
+from polybus.common.positions import PositionBook
 from polybus.executor.config import RiskLimitSettings, RiskSettings
 from polybus.executor.orders import OrderLedger
-from polybus.executor.positions import PositionBook
 from polybus.executor.risk import NANOS_PER_DAY, NANOS_PER_MINUTE, Decision, MarketState, RiskGate
 
 SECOND = 1_000_000_000

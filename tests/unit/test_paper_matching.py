@@ -11,6 +11,7 @@ from polybus.common.book import OrderBook
 from polybus.common.events import OrderIntent, Side, TimeInForce, Trade
 from polybus.common.fees import FeeSchedule, taker_fee, taker_fee_value
 from polybus.common.money import MICROS
+from polybus.common.paper import DUPLICATE_ORDER
 from polybus.executor.paper import (
     FAK_NOT_FILLED,
     FOK_NOT_FILLED,
@@ -22,7 +23,6 @@ from polybus.executor.paper import (
     PaperMatcher,
     PaperOrder,
 )
-from polybus.executor.paper.matching import DUPLICATE_ORDER
 
 SHARE = MICROS
 CRYPTO = FeeSchedule(rate=70_000, exponent=1)

@@ -24,11 +24,11 @@ import structlog
 from polybus.common.book_view import BookView
 from polybus.common.events import Event, OrderEvent, OrderIntent, OrderStatus, RiskEvent
 from polybus.common.halt import HaltState
+from polybus.common.positions import PositionBook
 from polybus.executor.intake import IntentRegistry, read_intent
 from polybus.executor.live.client import exchange_version_of
 from polybus.executor.orders import IllegalTransition, OrderLedger, WorkingOrder, reject_intent
 from polybus.executor.paper.venue import PaperVenueTrade
-from polybus.executor.positions import PositionBook
 from polybus.executor.publishing import ExecutionEvent, ExecutionPublisher
 from polybus.executor.reconcile import fill_for_trade
 from polybus.executor.risk import MarketState, RiskGate

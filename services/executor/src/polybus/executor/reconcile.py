@@ -38,9 +38,9 @@ import structlog
 from polybus.common.events import Event, Fill, OrderEvent, OrderStatus, RiskEvent, SettlementStatus
 from polybus.common.fees import FeeSchedule, taker_fee
 from polybus.common.money import MICROS, format_micros
+from polybus.common.positions import PositionBook
 from polybus.executor.config import NANOS_PER_SECOND, ExecutorSettings
 from polybus.executor.orders import IllegalTransition, OrderLedger, WorkingOrder
-from polybus.executor.positions import PositionBook
 from polybus.executor.risk import ACCOUNT
 from polybus.executor.venue import Venue, VenueOpenOrder, VenueTrade, VenueUnavailable
 

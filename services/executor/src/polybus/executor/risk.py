@@ -26,9 +26,9 @@ from polybus.common.events import (
     RiskEvent,
 )
 from polybus.common.money import MICROS, format_micros, notional
+from polybus.common.positions import Position, PositionBook
 from polybus.executor.config import RiskLimits, RiskSettings
 from polybus.executor.orders import OrderLedger, WorkingOrder, reject_intent
-from polybus.executor.positions import Position, PositionBook
 
 NANOS_PER_MINUTE = 60 * 1_000_000_000
 NANOS_PER_DAY = 86_400 * 1_000_000_000

@@ -23,9 +23,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from polybus.common.events import DecodeError, Fill, OrderEvent, execution_decoder
+from polybus.common.positions import PositionBook
 from polybus.common.subjects import Namespace
 from polybus.executor.orders import OrderLedger
-from polybus.executor.positions import PositionBook
 
 _log = structlog.get_logger("polybus.executor.state")
 

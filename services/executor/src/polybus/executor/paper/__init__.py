@@ -1,10 +1,11 @@
 """The paper venue: our orders filled against the public book, conservatively, without I/O."""
 
-from polybus.executor.paper.matching import (
+from polybus.common.paper import (
     FAK_NOT_FILLED,
     FOK_NOT_FILLED,
     INVALID_EXPIRATION,
     INVALID_ORDER,
+    MARKET_NOT_READY,
     POST_ONLY_CROSSES,
     POST_ONLY_TYPE,
     PaperFill,
@@ -13,7 +14,6 @@ from polybus.executor.paper.matching import (
     PaperOrderUpdate,
 )
 from polybus.executor.paper.venue import (
-    MARKET_NOT_READY,
     PaperVenue,
     PaperVenueTrade,
     paper_order_id,

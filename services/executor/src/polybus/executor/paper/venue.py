@@ -1,7 +1,7 @@
 """The paper venue: the executor's :class:`~polybus.executor.venue.Venue` over the paper matcher
 and the public books of the shared book view.
 
-One :class:`~polybus.executor.paper.matching.PaperMatcher` per asset decides the fills; this
+One :class:`~polybus.common.paper.PaperMatcher` per asset decides the fills; this
 module gives them the venue's shape: the same submit results and reason codes as the live
 adapter (the venue's messages go through the live adapter's one message table), venue order ids,
 trades, order updates pushed on :meth:`PaperVenue.reports`, cancels, open orders and a heartbeat
@@ -21,15 +21,17 @@ from typing import Literal
 from polybus.common.book_view import Applied, BookView
 from polybus.common.events import MarketDataStreamEvent, MarketInfo, MarketResolved, Trade
 from polybus.common.fees import FeeSchedule
-from polybus.common.money import MICROS, format_micros, notional
-from polybus.executor.live.errors import reason_for_message
-from polybus.executor.paper.matching import (
+from polybus.common.money import notional
+from polybus.common.paper import (
     DUPLICATE_ORDER,
+    MARKET_NOT_READY,
     TRADE_PAIRING_WINDOW_NS,
     PaperFill,
     PaperMatcher,
     PaperOrder,
+    venue_refusal,
 )
+from polybus.executor.live.errors import reason_for_message
 from polybus.executor.venue import (
     CancelResult,
     HeartbeatRejected,
@@ -47,9 +49,6 @@ from polybus.executor.venue import (
 Clock = Callable[[], int]
 """Unix ns now: the service passes the wall clock, a backtest the replayed event time."""
 
-MARKET_NOT_READY = "the market is not yet ready to process new orders"
-"""The venue's words (VENUE §3.1) for an order on a book we cannot trade: not live, or no
-``MarketInfo`` yet (without it the taker fee is unknown)."""
 SETTLED = "CONFIRMED"
 """Paper fills have no chain to settle on: each is reported once, already final."""
 OPEN = "LIVE"
@@ -267,32 +266,11 @@ class PaperVenue:
 
     def _refusal(self, order: VenueOrder, venue_order_id: str) -> str:
         """The venue's words for an order it refuses before matching ("" if none)."""
-        asset_id = order.asset_id
         if venue_order_id in self._orders:
             return DUPLICATE_ORDER
-        if not self.view.tradeable(asset_id) or self.view.market_of(asset_id) is None:
-            return MARKET_NOT_READY
-        # The market's current tick and minimum, as the venue checks them (VENUE §3.6).
-        tick = self.view.tick(asset_id) or order.tick_size
-        if order.price % tick or not tick <= order.price <= MICROS - tick:
-            return (
-                f"order {venue_order_id} is invalid. Price ({format_micros(order.price)}) "
-                f"breaks minimum tick size rule: {format_micros(tick)}"
-            )
-        minimum = self.view.min_size(asset_id)
-        if order.time_in_force in ("GTC", "GTD") and order.size < minimum:
-            return (
-                f"order {venue_order_id} is invalid. Size ({format_micros(order.size)}) lower "
-                f"than the minimum: {format_micros(minimum)}"
-            )
-        amount = notional(order.price, order.size)
-        if order.time_in_force in ("FOK", "FAK") and amount < MICROS:
-            # Marketable orders have a $1 minimum instead of the share minimum.
-            return (
-                f"order {venue_order_id} is invalid. Amount ({format_micros(amount)}) lower "
-                "than the minimum: 1"
-            )
-        return ""
+        return venue_refusal(
+            self.view, order.asset_id, _paper_order(order, venue_order_id), order.tick_size
+        )
 
     def _cancel(self, venue_order_id: str) -> CancelResult:
         paper = self._orders.get(venue_order_id)

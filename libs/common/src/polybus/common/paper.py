@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from polybus.common.book import OrderBook
+from polybus.common.book_view import BookView
 from polybus.common.events import OrderIntent, OrderStatus, Side, TimeInForce, Trade
 from polybus.common.fees import FEE_FREE, FeeSchedule, taker_fee, taker_fee_value
-from polybus.common.money import MICROS
+from polybus.common.money import MICROS, format_micros, notional
 
 # The venue's rejection messages (the SDKs map them to codes by these exact strings).
 FOK_NOT_FILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
@@ -40,6 +41,9 @@ INVALID_ORDER = "Invalid order payload"
 DUPLICATE_ORDER = "order already submitted"
 """polybus's own: an order id the matcher has seen before (fill ids derive from it)."""
 FAK_REMAINDER_CANCELED = "FAK remainder canceled"
+MARKET_NOT_READY = "the market is not yet ready to process new orders"
+"""The venue's words (VENUE §3.1) for an order on a book we cannot trade: not live, or no
+``MarketInfo`` yet (without it the taker fee is unknown)."""
 
 TRADE_PAIRING_WINDOW_NS = 1_000_000_000
 """How long a level shrink at a resting order's price may still be the book's side of a trade
@@ -440,3 +444,32 @@ def _priority(resting: _Resting) -> int:
 
 def _rejected(order: PaperOrder, reason: str) -> PaperOrderUpdate:
     return PaperOrderUpdate(order_id=order.order_id, status="rejected", reason=reason)
+
+
+def venue_refusal(view: BookView, asset_id: str, order: PaperOrder, tick_size: int = 0) -> str:
+    """The venue's words for an order on ``asset_id`` it refuses before matching ("" if none):
+    a book that is not live or a market without ``MarketInfo``, an off-tick price, a size under
+    the minimum. The market's current tick and minimum count, as the venue checks them (VENUE
+    §3.6); ``tick_size`` (the order's) stands in while the book does not know its tick."""
+    if not view.tradeable(asset_id) or view.market_of(asset_id) is None:
+        return MARKET_NOT_READY
+    tick = view.tick(asset_id) or tick_size
+    if order.price % tick or not tick <= order.price <= MICROS - tick:
+        return (
+            f"order {order.order_id} is invalid. Price ({format_micros(order.price)}) "
+            f"breaks minimum tick size rule: {format_micros(tick)}"
+        )
+    minimum = view.min_size(asset_id)
+    if order.time_in_force in ("GTC", "GTD") and order.size < minimum:
+        return (
+            f"order {order.order_id} is invalid. Size ({format_micros(order.size)}) lower "
+            f"than the minimum: {format_micros(minimum)}"
+        )
+    amount = notional(order.price, order.size)
+    if order.time_in_force in ("FOK", "FAK") and amount < MICROS:
+        # Marketable orders have a $1 minimum instead of the share minimum.
+        return (
+            f"order {order.order_id} is invalid. Amount ({format_micros(amount)}) lower "
+            "than the minimum: 1"
+        )
+    return ""
