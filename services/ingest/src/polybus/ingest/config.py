@@ -44,6 +44,17 @@ class IngestSettings(ServiceSettings, frozen=True):
     new_market_refresh_delay_s: NonNegativeSeconds = 5.0
     """After a ``new_market`` event, refresh once this long later (several coalesce)."""
 
+    # -- several ingests: split the markets
+    split_markets: bool = False
+    """Split the market partitions with the other ingests of this deployment through leases in
+    the LEASES bucket (docs/architecture.md, "Leases"): each follows only the markets of the
+    partitions it holds, so every market is ingested by exactly one of them at a time. Set it
+    wherever more than one ingest may run (compose: ``--scale ingest=N``)."""
+    lease_group: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
+        "ingest"
+    )
+    """The ingests that split one market selection (all of them run the same selection)."""
+
     # -- connections
     max_assets_per_socket: Annotated[int, msgspec.Meta(ge=1, le=500)] = 200
     subscribe_chunk: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from polybus.common.events import MarketInfo
+from polybus.common.events import BookState, MarketInfo
 from polybus.common.polymarket.market_channel import (
     PolymarketBestBidAsk,
     PolymarketBook,
@@ -82,8 +82,13 @@ class IngestEngine(BookSnapshots):
         auto-tracked from a capture then partition and hash as the live ingest's do."""
         self.markets[info.condition_id] = info
 
-    def untrack_market(self, condition_id: str, reason: str, now_ns: int) -> list[str]:
-        """Stop following a market: its books close (``BookStatus`` closed) and are dropped."""
+    def untrack_market(
+        self, condition_id: str, reason: str, now_ns: int, *, status: BookState = "closed"
+    ) -> list[str]:
+        """Stop following a market: its books close (``BookStatus`` closed) and are dropped.
+
+        A market handed to another ingest says ``stale`` instead: it is not closed, only no
+        longer kept here, until its new owner publishes a fresh snapshot under a new epoch."""
         info = self.markets.pop(condition_id, None)
         asset_ids = (
             [outcome.token_id for outcome in info.outcomes]
@@ -97,7 +102,7 @@ class IngestEngine(BookSnapshots):
                 continue
             self._discard_timers(track)
             self._drop_batch(track)
-            self._transition(track, State.CLOSED, "closed", reason, now_ns)
+            self._transition(track, State.CLOSED, status, reason, now_ns)
             track.book.clear()
             track.buffer = None
             self.actions.append(Action("unsubscribe", asset_id, reason))

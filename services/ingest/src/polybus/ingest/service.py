@@ -4,6 +4,12 @@
 timers and the snapshot request endpoint, as tasks of one TaskGroup: if any of them fails, the
 whole ingest stops (the supervisor restarts it). :func:`run` runs it under the
 :class:`~polybus.common.runtime.ServiceRuntime`.
+
+With ``split_markets`` the ingests of a deployment split the partitions with leases
+(:mod:`polybus.common.leases`): this one follows only the selected markets of the partitions it
+holds. A partition won starts its markets afresh (subscribe, venue snapshot, new epoch); a
+partition lost closes them as ``stale`` (``partition_released``), unsubscribes them and pushes
+out what was queued, before the lease is released for the next owner.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import httpx
 import structlog
 
 from polybus.common.bus import Bus, Message, Subscription
+from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
 from polybus.common.events import MarketInfo, encode
+from polybus.common.leases import LeaseKeeper, LeaseStore, NatsLeaseStore, new_member_id
 from polybus.common.polymarket.market_channel import PolymarketNewMarket
 from polybus.common.runtime import ServiceRuntime
+from polybus.common.subjects import partition_of
 from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import EngineStats, IngestEngine
@@ -30,11 +39,14 @@ from polybus.ingest.gamma import GammaClient
 from polybus.ingest.markets import MarketSelector
 from polybus.ingest.publisher import Publisher
 from polybus.ingest.rest import ClobClient
+from polybus.ingest.states import group_key
 from polybus.ingest.ws import FrameTap, SocketPool
 
 _log = structlog.get_logger("polybus.ingest")
 
 Selection = Callable[[], Any]
+_RELEASE_TIMEOUT_S = 0.5
+"""Giving the leases back on shutdown must fit the 2 s stop budget; what is left expires."""
 
 
 class Ingest:
@@ -48,9 +60,13 @@ class Ingest:
         partitions: int,
         tap: FrameTap | None = None,
         markets: Sequence[MarketInfo] | None = None,
+        lease_store: LeaseStore | None = None,
+        member: str = "",
     ) -> None:
-        """``markets`` fixes the selection (no Gamma); otherwise the settings decide."""
+        """``markets`` fixes the selection (no Gamma); otherwise the settings decide. With a
+        ``lease_store`` this ingest is lease member ``member`` of ``settings.lease_group``."""
         self.bus = bus
+        self.partitions = partitions
         self.settings = settings
         self.subjects = bus.namespace.subjects
         self.engine = IngestEngine(self.subjects, partitions, settings)
@@ -64,6 +80,23 @@ class Ingest:
         self.selector = MarketSelector(settings, GammaClient(self.http, settings.gamma_url))
         self._fixed_markets = list(markets) if markets is not None else None
         self.selected: dict[str, MarketInfo] = {}
+        """The markets followed now (with leases: those of the partitions held)."""
+        self._selection_markets: list[MarketInfo] = []
+        self._follow_lock = asyncio.Lock()
+        self._follow_wake = asyncio.Event()
+        self.held: set[int] | None = None
+        """Partitions held (None: not split, every partition is this ingest's)."""
+        self.leases: LeaseKeeper | None = None
+        if lease_store is not None:
+            self.held = set()
+            self.leases = LeaseKeeper(
+                lease_store,
+                group=settings.lease_group,
+                member=member or new_member_id("ingest"),
+                partitions=partitions,
+                on_acquired=self._on_partition_acquired,
+                on_lost=self._on_partition_lost,
+            )
         self.selections = 0
         self.selection_error = ""
         """Why the latest market selection failed (empty once one succeeds)."""
@@ -96,6 +129,10 @@ class Ingest:
 
     async def close(self) -> None:
         await self.pool.close()
+        if self.leases is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RELEASE_TIMEOUT_S):
+                    await self.leases.release_all()
         if self._responder is not None:
             with contextlib.suppress(Exception):
                 await self._responder.unsubscribe()
@@ -111,6 +148,9 @@ class Ingest:
             group.create_task(self._timers(), name="ingest.timers")
             group.create_task(self._actions(group), name="ingest.actions")
             group.create_task(self._selection(), name="ingest.selection")
+            if self.leases is not None:
+                group.create_task(self.leases.run(), name="ingest.leases")
+                group.create_task(self._following(), name="ingest.following")
 
     def failed(self) -> BaseException | None:
         if self._task is not None and self._task.done() and not self._task.cancelled():
@@ -145,25 +185,73 @@ class Ingest:
             self._refresh_now.clear()
 
     async def apply_selection(self, markets: Sequence[MarketInfo]) -> None:
-        """Follow exactly these markets: publish MarketInfo, subscribe new, drop the rest."""
-        now = time.time_ns()
-        wanted = {info.condition_id: info for info in markets}
-        for condition_id in [c for c in self.selected if c not in wanted]:
-            del self.selected[condition_id]
-            self.engine.untrack_market(condition_id, "deselected", now)
-        for condition_id, info in wanted.items():
-            previous = self.selected.get(condition_id)
-            if previous is not None and previous.event_id == info.event_id:
-                continue
-            self.selected[condition_id] = info
-            self.engine.track_market(info, now)
-            self.engine.publish_market(info)
-            await self.pool.add_market([outcome.token_id for outcome in info.outcomes])
+        """Follow exactly these markets (of the partitions held): publish MarketInfo,
+        subscribe new, drop the rest."""
+        self._selection_markets = list(markets)
+        await self._follow()
         self.selections += 1
+        self.selected_once.set()
+
+    def _mine(self, info: MarketInfo) -> bool:
+        return self.held is None or partition_of(group_key(info), self.partitions) in self.held
+
+    async def _follow(self) -> None:
+        async with self._follow_lock:
+            now = time.time_ns()
+            wanted = {info.condition_id: info for info in self._selection_markets}
+            for condition_id in [c for c in self.selected if c not in wanted]:
+                del self.selected[condition_id]
+                self.engine.untrack_market(condition_id, "deselected", now)
+            for condition_id, info in wanted.items():
+                previous = self.selected.get(condition_id)
+                # Asked again after every await: a partition may be lost meanwhile.
+                if not self._mine(info) or (
+                    previous is not None and previous.event_id == info.event_id
+                ):
+                    continue
+                self.selected[condition_id] = info
+                self.engine.track_market(info, now)
+                self.engine.publish_market(info)
+                tokens = [outcome.token_id for outcome in info.outcomes]
+                await self.pool.add_market(tokens)
+                if condition_id not in self.selected:  # lost while subscribing
+                    await self.pool.remove(tokens)
         metrics.MARKETS.set(len(self.selected))
         _log.info("markets.selected", markets=len(self.selected), assets=len(self.engine.tracks))
         self._actions_wake.set()
-        self.selected_once.set()
+
+    # -- partitions held (leases) ------------------------------------------------------------
+    async def _on_partition_acquired(self, partition: int, token: int) -> None:
+        assert self.held is not None
+        self.held.add(partition)
+        # Subscribing may take a while (a new socket): not on the lease keeper's task.
+        self._follow_wake.set()
+
+    async def _on_partition_lost(self, partition: int) -> None:
+        assert self.held is not None
+        self.held.discard(partition)
+        now = time.time_ns()
+        dropped: list[str] = []
+        for condition_id, info in list(self.selected.items()):
+            if partition_of(group_key(info), self.partitions) == partition:
+                del self.selected[condition_id]
+                dropped += self.engine.untrack_market(
+                    condition_id, "partition_released", now, status="stale"
+                )
+        metrics.MARKETS.set(len(self.selected))
+        # Unsubscribed here, not by the engine's queued actions: a partition won back soon
+        # after must find its assets unsubscribed, to subscribe them afresh.
+        await self.pool.remove(dropped)
+        # Everything queued for these books reaches the server before the next owner starts.
+        with contextlib.suppress(Exception):
+            await self.publisher.publish_pending()
+            await self.bus.flush(timeout=1.0)
+
+    async def _following(self) -> None:
+        while True:
+            await self._follow_wake.wait()
+            self._follow_wake.clear()
+            await self._follow()
 
     # -- actions: resubscribe, REST seed, unsubscribe ----------------------------------------
     async def _actions(self, group: asyncio.TaskGroup) -> None:
@@ -207,6 +295,14 @@ class Ingest:
             metrics.ASSETS.labels(state).set(count)
         self.publisher.export_metrics(self._exported.published)
 
+    def _held_detail(self) -> str:
+        if self.leases is None or self.held is None:
+            return ""
+        return (
+            f" ({len(self.held)} of {self.partitions} partitions held,"
+            f" {self.leases.members} ingests)"
+        )
+
     def health(self) -> tuple[bool, str]:
         states = self.engine.states()
         tracked = sum(states.values()) - states["closed"]
@@ -214,9 +310,12 @@ class Ingest:
         return (tracked == 0 or live > 0), f"{live}/{tracked} books live"
 
     def markets_health(self) -> tuple[bool, str]:
-        """An ingest that follows no market publishes nothing: that is never healthy."""
+        """An ingest that follows no market publishes nothing: that is never healthy, unless
+        it splits the markets and its partitions have none (or it holds none: a standby)."""
         if self.selected:
-            return True, f"{len(self.selected)} markets selected"
+            return True, f"{len(self.selected)} markets selected" + self._held_detail()
+        if self.held is not None and self.selections and not self.selection_error:
+            return True, "no selected market in the partitions held" + self._held_detail()
         if self.selection_error:
             return False, f"no markets selected: market selection failed ({self.selection_error})"
         if not self.selections:
@@ -278,7 +377,19 @@ async def run(config: Config) -> None:
     venue's WebSocket, verify them after every batch, publish market data to NATS."""
     settings = config.section("ingest", IngestSettings)
     async with ServiceRuntime("ingest", config, settings) as runtime:
-        ingest = Ingest(runtime.bus, settings, partitions=config.deployment.bus.partitions)
+        lease_store: LeaseStore | None = None
+        if settings.split_markets:
+            bus = runtime.bus
+            if not isinstance(bus, NatsBus):
+                raise RuntimeError("split_markets needs a NATS server (its LEASES bucket)")
+            lease_store = await runtime.until_stopped(NatsLeaseStore.open(bus.js, bus.namespace))
+        ingest = Ingest(
+            runtime.bus,
+            settings,
+            partitions=config.deployment.bus.partitions,
+            lease_store=lease_store,
+            member=new_member_id(runtime.instance),
+        )
         async with ingest:
             runtime.add_health_check("books", ingest.health)
             runtime.add_health_check("markets", ingest.markets_health)

@@ -31,6 +31,12 @@ from polybus.ingest.tracks import (
 )
 
 
+def group_key(info: MarketInfo) -> str:
+    """What a market is partitioned by: its neg-risk group when it has one, else its condition
+    id (DESIGN §4), so all outcomes of one event share a partition."""
+    return info.neg_risk_market_id or info.condition_id
+
+
 class BookStates:
     """Book states of many assets and the events they produce. See :class:`IngestEngine`."""
 
@@ -78,8 +84,7 @@ class BookStates:
         """The market's partition: by its neg-risk group when known, else its condition id
         (DESIGN §4), so all outcomes of one event share a partition."""
         info = self.markets.get(condition_id)
-        key = info.neg_risk_market_id if info is not None and info.neg_risk_market_id else ""
-        return partition_of(key or condition_id, self.partitions)
+        return partition_of(group_key(info) if info else condition_id, self.partitions)
 
     def _new_track(self, asset_id: str, condition_id: str, now_ns: int) -> AssetTrack:
         track = AssetTrack(
