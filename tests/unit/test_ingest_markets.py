@@ -39,6 +39,10 @@ def test_a_recorded_gamma_market_becomes_market_info() -> None:
     assert info.volume_24h == 9_999_997
     assert info.liquidity == 20_328_374_700
     assert not info.neg_risk
+    # Pre-Protocol V2 objects have no ``version``: a CTF market, signed in domain "2".
+    assert "version" not in recorded_market()
+    assert info.exchange_version == "2"
+    assert (info.neg_risk_augmented, info.neg_risk_market_count) == (False, 0)
     # Same facts, same id: a re-publication dedups.
     assert market_info(market, now_ns=2).event_id == info.event_id
 
@@ -66,15 +70,21 @@ def gamma_market(index: int, **overrides: Any) -> dict[str, Any]:
 
 class FakeGamma:
     """A Gamma double: id filters and paging only (no active/closed/order filters), so the
-    selector must filter and rank by itself."""
+    selector must filter and rank by itself. ``/events`` answers with ``events`` (by id)."""
 
-    def __init__(self, markets: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, markets: list[dict[str, Any]], events: list[dict[str, Any]] | None = None
+    ) -> None:
         self.markets = markets
+        self.events = events or []
         self.requests: list[httpx.Request] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         params = request.url.params
+        if request.url.path == "/events":
+            ids = params.get_list("id")
+            return httpx.Response(200, json=[e for e in self.events if e["id"] in ids])
         markets = [
             m
             for m in self.markets
@@ -93,11 +103,14 @@ class FakeGamma:
         return httpx.Response(200, json=markets[offset : offset + limit])
 
 
-async def select(settings: IngestSettings, markets: list[dict[str, Any]]) -> list[str]:
-    gamma = FakeGamma(markets)
+async def select_infos(gamma: FakeGamma, settings: IngestSettings | None = None) -> list[Any]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(gamma.handler)) as http:
-        chosen = await MarketSelector(settings, GammaClient(http, "http://gamma")).select()
-    return [info.slug for info in chosen]
+        selector = MarketSelector(settings or IngestSettings(), GammaClient(http, "http://gamma"))
+        return await selector.select()
+
+
+async def select(settings: IngestSettings, markets: list[dict[str, Any]]) -> list[str]:
+    return [info.slug for info in await select_infos(FakeGamma(markets), settings)]
 
 
 async def test_discovery_ranks_by_volume_and_keeps_the_top_n() -> None:
@@ -148,6 +161,87 @@ async def test_neg_risk_markets_carry_their_event_id_for_partitioning() -> None:
         [info] = await MarketSelector(IngestSettings(), GammaClient(http, "http://g")).select()
     assert info.neg_risk
     assert info.neg_risk_market_id == "0xabc"
+
+
+@pytest.mark.parametrize(
+    ("version", "exchange_version", "tokens"),
+    [("v1", "2", ["71", "72"]), ("v2", "3", ["p1", "p2"]), (None, "2", ["71", "72"])],
+)
+def test_the_gamma_version_decides_the_exchange_and_the_id_field(
+    version: str | None, exchange_version: str, tokens: list[str]
+) -> None:
+    # Both id fields present: "choose the ID field by version" (VENUE §5.3).
+    fields: dict[str, Any] = {"positionIds": ["p1", "p2"]}
+    if version is not None:
+        fields["version"] = version
+    market = msgspec.convert(gamma_market(7, **fields), GammaMarket)
+    info = market_info(market, now_ns=1)
+    assert info.exchange_version == exchange_version
+    assert [outcome.token_id for outcome in info.outcomes] == tokens
+
+
+def test_a_protocol_v2_market_without_position_ids_is_not_tradable() -> None:
+    market = msgspec.convert(gamma_market(7, version="v2"), GammaMarket)
+    assert market.token_ids() == []
+    assert not tradable(market)
+
+
+async def test_a_market_of_an_unknown_exchange_version_is_refused_loudly() -> None:
+    markets = [gamma_market(1, version="v3"), gamma_market(2, version="v2", positionIds=["a", "b"])]
+    with capture_logs() as logs:
+        infos = await select_infos(FakeGamma(markets))
+    assert [(info.slug, info.exchange_version) for info in infos] == [("market-2", "3")]
+    [refusal] = [entry for entry in logs if entry["event"] == "markets.refused"]
+    assert "'v3'" in refusal["error"]
+
+
+def neg_risk_market(index: int, event: dict[str, Any]) -> dict[str, Any]:
+    embedded = {key: event[key] for key in ("id", "negRiskMarketID", "negRiskAugmented")}
+    return gamma_market(
+        index, negRisk=True, negRiskMarketID=event["negRiskMarketID"], events=[embedded]
+    )
+
+
+async def test_neg_risk_markets_know_their_event_size_and_whether_it_is_augmented() -> None:
+    complete = {"id": "900", "negRiskMarketID": "0xa", "negRiskAugmented": False}
+    augmented = {"id": "901", "negRiskMarketID": "0xb", "negRiskAugmented": True}
+    events = [
+        # Three open markets and one that resolved NO (closed): a set of three.
+        {**complete, "markets": [{"conditionId": f"c{n}", "closed": n == 3} for n in range(4)]},
+        {**augmented, "markets": [{"conditionId": f"d{n}"} for n in range(5)]},
+    ]
+    markets = [neg_risk_market(1, complete), neg_risk_market(2, augmented), gamma_market(3)]
+    gamma = FakeGamma(markets, events)
+    infos = {info.slug: info for info in await select_infos(gamma)}
+    facts = {
+        slug: (info.neg_risk_market_id, info.neg_risk_augmented, info.neg_risk_market_count)
+        for slug, info in infos.items()
+    }
+    assert facts == {
+        "market-1": ("0xa", False, 3),
+        "market-2": ("0xb", True, 5),
+        "market-3": ("", False, 0),
+    }
+    [lookup] = [r for r in gamma.requests if r.url.path == "/events"]
+    assert lookup.url.params.get_list("id") == ["900", "901"]
+
+
+async def test_event_sizes_stay_unknown_when_gamma_events_fail() -> None:
+    event = {"id": "900", "negRiskMarketID": "0xa", "negRiskAugmented": False}
+    gamma = FakeGamma([neg_risk_market(1, event)], [{**event, "markets": [{}, {}]}])
+    answer = gamma.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/events":
+            return httpx.Response(503, json={"error": "unavailable"})
+        return answer(request)
+
+    gamma.handler = handler  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        [info] = await select_infos(gamma)
+    assert (info.neg_risk, info.neg_risk_market_count) == (True, 0)
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert warnings == ["markets.event_sizes_failed"]
 
 
 @pytest.mark.parametrize(

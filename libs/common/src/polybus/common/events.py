@@ -107,6 +107,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     outcome: str
 
 
+ExchangeVersion = Literal["2", "3"]
+"""The EIP-712 exchange domain a market's orders are signed in (VENUE §0, §2.1): ``"2"``
+CTFExchangeV2 (CTF markets, token ids), ``"3"`` ExchangeV3 (Protocol V2 markets, position ids)."""
+
+
 class MarketInfo(Event, frozen=True, kw_only=True):
     """A market's static facts, from Gamma: outcomes and tokens, tick, minimum size, fees."""
 
@@ -132,6 +137,9 @@ class MarketInfo(Event, frozen=True, kw_only=True):
     "Other" outcomes, so its named outcomes are not a complete set (VENUE §3.6)."""
     neg_risk_market_count: int = 0
     """How many markets the neg-risk event has (Gamma's event ``markets``); 0 when unknown."""
+    exchange_version: ExchangeVersion = "2"
+    """Which exchange its orders go to, from Gamma's ``version`` (``"v1"`` -> ``"2"``,
+    ``"v2"`` -> ``"3"``); the executor signs every order of the market in this domain."""
 
 
 class MarketResolved(Event, frozen=True, kw_only=True):
@@ -275,9 +283,20 @@ class PositionSnapshot(Event, frozen=True, kw_only=True):
     """The provisional position valued at ``mark_price`` against its cost (0 without a mark)."""
 
 
+RiskKind = Literal["limit_hit", "halt", "resume", "one_legged", "venue_mismatch"]
+"""What a :class:`RiskEvent` reports:
+
+- ``limit_hit``: the executor refused an intent at a configured limit or switch;
+- ``halt`` / ``resume``: trading was switched off or on again;
+- ``one_legged``: a complete-set attempt filled unevenly; ``limit`` says what its policy made
+  of it (a strategy's ``Report``);
+- ``venue_mismatch``: reconciliation found venue orders or trades this executor did not know.
+"""
+
+
 class RiskEvent(Event, frozen=True, kw_only=True):
     strategy_id: str
-    kind: Literal["limit_hit", "halt", "resume"]
+    kind: RiskKind
     limit: str = ""
     """The limit or switch concerned (a :data:`RejectReason` code such as ``breaker_open``)."""
     detail: str = ""

@@ -16,16 +16,13 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from polybus.common.events import ExchangeVersion as ExchangeVersion  # re-exported for live/
 from polybus.common.events import Side, TimeInForce
 
 MAX_SUBMIT_BATCH = 15
 """Orders per ``POST /orders`` (VENUE §3.2)."""
 MAX_CANCEL_BATCH = 1000
 """Ids per ``DELETE /orders`` (VENUE §3.3; older docs and the SDK say 3000)."""
-
-ExchangeVersion = Literal["2", "3"]
-"""The EIP-712 exchange domain: "2" for CTF markets (CTFExchangeV2 / NegRisk), "3" for
-Protocol V2 markets (ExchangeV3, position ids)."""
 
 VenueOrderStatus = Literal["live", "matched", "delayed"]
 """How the venue accepted an order: resting, matched on entry, or held by a taker delay."""

@@ -2,7 +2,8 @@
 
 Only the fields the ingest uses are declared; the rest are ignored. Numbers decode into
 ``Decimal`` from their JSON text, so a tick of ``0.01`` never passes through a float.
-``outcomes`` and ``clobTokenIds`` are JSON-encoded strings (VENUE §5.3).
+``outcomes`` and ``clobTokenIds`` are JSON-encoded strings (VENUE §5.3). A market's events
+come embedded without their markets; ``GET /events`` has them (:meth:`GammaClient.events`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,28 @@ class GammaFeeSchedule(msgspec.Struct, frozen=True, kw_only=True):
     taker_only: bool | None = msgspec.field(default=None, name="takerOnly")
 
 
+class GammaEventMarket(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A market as ``GET /events`` embeds it: only what counting an event's markets needs."""
+
+    condition_id: str = ""
+    closed: bool = False
+
+
 class GammaEvent(msgspec.Struct, frozen=True, kw_only=True):
     id: str = ""
     slug: str = ""
     neg_risk: bool | None = msgspec.field(default=None, name="negRisk")
     enable_neg_risk: bool | None = msgspec.field(default=None, name="enableNegRisk")
     neg_risk_market_id: str = msgspec.field(default="", name="negRiskMarketID")
+    neg_risk_augmented: bool = msgspec.field(default=False, name="negRiskAugmented")
     tags: list[GammaTag] = []
+    markets: list[GammaEventMarket] = []
+    """Only from ``GET /events``; empty in the events a ``/markets`` object embeds."""
+
+    def open_market_count(self) -> int:
+        """Its markets that still trade. In a neg-risk event a closed market has resolved NO
+        (were it YES, the whole event would be closed), so it is no part of the set."""
+        return sum(1 for market in self.markets if not market.closed)
 
 
 class GammaMarket(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -64,8 +80,9 @@ class GammaMarket(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     tags: list[GammaTag] = []
 
     def token_ids(self) -> list[str]:
-        """Outcome ids in outcome order: position ids for Protocol V2 markets (VENUE §5.3)."""
-        if self.version == "v2" and self.position_ids:
+        """Outcome ids in outcome order: position ids for Protocol V2 markets. ``version``
+        decides the field even when both are present (VENUE §5.3)."""
+        if self.version == "v2":
             return list(self.position_ids)
         return _string_list(self.clob_token_ids)
 
@@ -87,6 +104,13 @@ class GammaMarket(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
                 return event.neg_risk_market_id
         return self.events[0].id if self.events else ""
 
+    def neg_risk_event(self) -> GammaEvent | None:
+        """The neg-risk event this market is an outcome of, if it is one."""
+        if not self.neg_risk or not self.events:
+            return None
+        group = self.group_id()
+        return next((e for e in self.events if e.neg_risk_market_id == group), self.events[0])
+
 
 def _string_list(text: str) -> list[str]:
     try:
@@ -96,6 +120,7 @@ def _string_list(text: str) -> list[str]:
 
 
 _markets_decoder = msgspec.json.Decoder(list[GammaMarket])
+_events_decoder = msgspec.json.Decoder(list[GammaEvent])
 
 
 class GammaClient:
@@ -109,6 +134,11 @@ class GammaClient:
         response = await self.http.get(f"{self.base_url}/markets", params=params)
         response.raise_for_status()
         return _markets_decoder.decode(response.content)
+
+    async def events(self, params: dict[str, Any]) -> list[GammaEvent]:
+        response = await self.http.get(f"{self.base_url}/events", params=params)
+        response.raise_for_status()
+        return _events_decoder.decode(response.content)
 
     async def active_markets(
         self, *, order: str, page_size: int, max_pages: int

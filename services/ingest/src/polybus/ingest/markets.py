@@ -8,7 +8,13 @@ never selected, so a refresh drops them (their books close, their sockets unsubs
 Gamma's numbers become micro-units by :func:`polybus.common.money.decimal_micros`'s one rule:
 a tick size, minimum order size or fee rate that is not exact to the micro-unit is refused,
 and so is its market (a warning ``markets.refused`` names it and the value); only volume and
-liquidity, which merely rank markets, are rounded, toward zero.
+liquidity, which merely rank markets, are rounded, toward zero. A market whose Gamma
+``version`` is not one the executor can sign for is refused the same way.
+
+A neg-risk market's event size (``neg_risk_market_count``) needs the event's markets, which
+``/markets`` does not embed: the selected markets' events are read from ``GET /events`` in
+batches. If that fails the count stays 0 (unknown, which strategies treat as incomplete) and
+the selection goes on: market data must not wait for a figure only some strategies use.
 """
 
 from __future__ import annotations
@@ -19,17 +25,25 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
+import httpx
 import msgspec
 import structlog
 
-from polybus.common.events import MarketInfo, Outcome
+from polybus.common.events import ExchangeVersion, MarketInfo, Outcome
 from polybus.common.money import FixedPointError, decimal_micros, decimal_tick_size
 from polybus.ingest.config import IngestSettings
-from polybus.ingest.gamma import GammaClient, GammaMarket
+from polybus.ingest.gamma import GammaClient, GammaEvent, GammaMarket
 
 _log = structlog.get_logger("polybus.ingest.markets")
 _DAY_NS = 86_400 * 1_000_000_000
 _EXPLICIT_BATCH = 50
+_EXCHANGE_VERSIONS: dict[str, ExchangeVersion] = {"": "2", "v1": "2", "v2": "3"}
+"""Gamma ``version`` -> EIP-712 exchange domain (VENUE §0, §5.3). Objects from before Protocol
+V2 carry no ``version``: they are CTF markets."""
+
+
+class UnsupportedMarket(ValueError):
+    """A market the executor could not trade correctly (an exchange version it cannot sign)."""
 
 
 def _exact(value: Decimal | None, what: str) -> int:
@@ -68,13 +82,19 @@ def tradable(market: GammaMarket) -> bool:
     )
 
 
-def market_info(market: GammaMarket, now_ns: int) -> MarketInfo:
+def market_info(market: GammaMarket, now_ns: int, *, event_market_count: int = 0) -> MarketInfo:
     """Gamma's market as a polybus MarketInfo (fixed-point; event id from the content).
+    ``event_market_count``: the open markets of its neg-risk event (0: unknown).
 
     Raises :class:`FixedPointError` for a tick size, minimum size or fee rate that is not an
-    exact micro-unit value (or not one of the venue's tick sizes)."""
+    exact micro-unit value (or not one of the venue's tick sizes), :class:`UnsupportedMarket`
+    for an unknown ``version``."""
     fee = market.fee_schedule
     tick = market.order_price_min_tick_size
+    exchange_version = _EXCHANGE_VERSIONS.get(market.version)
+    if exchange_version is None:
+        raise UnsupportedMarket(f"Gamma version {market.version!r} is not v1 or v2")
+    event = market.neg_risk_event()
     fields = {
         "condition_id": market.condition_id,
         "question": market.question,
@@ -96,6 +116,9 @@ def market_info(market: GammaMarket, now_ns: int) -> MarketInfo:
         "closed": market.closed,
         "volume_24h": _figure(market.volume24hr),
         "liquidity": _figure(market.liquidity_num),
+        "neg_risk_augmented": event is not None and event.neg_risk_augmented,
+        "neg_risk_market_count": event_market_count if event is not None else 0,
+        "exchange_version": exchange_version,
     }
     # The same facts give the same id, so a re-publication (or a second instance) dedups.
     digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).hexdigest()
@@ -124,15 +147,38 @@ class MarketSelector:
         if self.settings.discover and self.settings.discover_top_n:
             for market in await self._discover(now_ns):
                 chosen.setdefault(market.condition_id, market)
+        sizes = await self._event_sizes(list(chosen.values()))
         infos = []
         for market in chosen.values():
+            event = market.neg_risk_event()
             try:
-                infos.append(market_info(market, now_ns))
-            except FixedPointError as error:
+                infos.append(
+                    market_info(
+                        market,
+                        now_ns,
+                        event_market_count=sizes.get(event.id, 0) if event is not None else 0,
+                    )
+                )
+            except (FixedPointError, UnsupportedMarket) as error:
                 # Rounding a tick or a minimum size would misprice orders and break the
                 # venue hash; the market is left out, loudly.
                 _log.warning("markets.refused", condition_id=market.condition_id, error=str(error))
         return infos
+
+    async def _event_sizes(self, markets: list[GammaMarket]) -> dict[str, int]:
+        """Open markets per neg-risk event id of ``markets`` (events Gamma did not return
+        are left out)."""
+        wanted = sorted({e.id for m in markets if (e := m.neg_risk_event()) is not None and e.id})
+        events: list[GammaEvent] = []
+        try:
+            for start in range(0, len(wanted), _EXPLICIT_BATCH):
+                ids = wanted[start : start + _EXPLICIT_BATCH]
+                events.extend(await self.gamma.events({"id": ids, "limit": len(ids)}))
+        except (httpx.HTTPError, msgspec.DecodeError) as error:
+            _log.warning("markets.event_sizes_failed", events=len(wanted), error=repr(error))
+            return {}
+        asked = set(wanted)
+        return {event.id: event.open_market_count() for event in events if event.id in asked}
 
     async def _explicit(self) -> list[GammaMarket]:
         settings = self.settings
