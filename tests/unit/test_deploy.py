@@ -122,8 +122,19 @@ def test_every_secret_has_one_purpose(compose: dict[str, Any]) -> None:
     assert "grafana" not in users
 
 
-def test_no_document_offers_to_scale_the_ingest_before_it_splits_markets() -> None:
-    # Two ingest instances both subscribe to every market today; the lease mechanism of the
-    # strategies issue makes them split the markets, and only then may this promise return.
+def test_scaling_the_ingest_is_offered_only_where_its_instances_split_the_markets() -> None:
+    # `--scale ingest=N` is safe because the compose config makes every ingest a lease member:
+    # each market partition is followed by one of them at a time (tests/integration/
+    # test_ingest_scale.py), over the LEASES bucket the streams file defines with a TTL.
+    from polybus.common.config import BUILTIN_STREAMS_FILE
+    from polybus.common.leases import LEASE_BUCKET
+    from polybus.common.streams import load_definitions
+    from polybus.ingest.config import IngestSettings
+
     for document in (REPO / "README.md", COMPOSE):
-        assert "--scale ingest" not in document.read_text(), document
+        assert "--scale ingest=" in document.read_text(), document
+    data = tomllib.loads((REPO / "config" / "compose.toml").read_text())
+    assert msgspec.convert(data["ingest"], IngestSettings).split_markets
+    buckets = {b.name: b for b in load_definitions(BUILTIN_STREAMS_FILE).bucket}
+    assert buckets[LEASE_BUCKET].ttl_s > 0
+    assert buckets[LEASE_BUCKET].storage == "file"
