@@ -20,7 +20,7 @@ from polybus.common.events import (
     Side,
     TickSizeChanged,
 )
-from polybus.strategy.api import Action, Cancel, Place, Strategy, WorkingOrder
+from polybus.strategy.api import Action, Cancel, Place, Report, Strategy, WorkingOrder
 
 EPOCH = 1_700_000_000_000_000_000
 START_NS = 1_800_000_000_000_000_000
@@ -53,6 +53,8 @@ class FakePortfolio:
             if isinstance(action, Cancel):
                 self.orders = [o for o in self.orders if o.order_id != action.order_id]
                 continue
+            if isinstance(action, Report):
+                continue
             self._next_id += 1
             order = WorkingOrder(
                 order_id=f"o{self._next_id}",
@@ -75,6 +77,8 @@ class Market:
     def __init__(self, strategy: Strategy | None = None) -> None:
         self.view = BookView()
         self.strategy = strategy
+        if strategy is not None:
+            strategy.view = self.view  # as the runtime does before the first hook
         self.now_ns = START_NS
         self._seq: dict[str, int] = {}
         self._condition: dict[str, str] = {}
@@ -231,3 +235,7 @@ def places(actions: Iterable[Action]) -> list[Place]:
 
 def cancels(actions: Iterable[Action]) -> list[Cancel]:
     return [a for a in actions if isinstance(a, Cancel)]
+
+
+def reports(actions: Iterable[Action]) -> list[Report]:
+    return [a for a in actions if isinstance(a, Report)]

@@ -1,6 +1,6 @@
 """dutch_book on scripted books: real opportunities fire, sized to depth and budget; fee-negative,
 stale, cross-window and phantom (augmented, partly seen) ones never do; one-legged fills are
-hedged or unwound."""
+hedged or unwound, and reported (found, then what came of it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from polybus.common.fees import FeeSchedule, taker_fee
 from polybus.common.money import MICROS
 from polybus.strategy.strategies import DutchBook, DutchBookSettings
-from tests.unit.strategy_scripts import SHARES, FakePortfolio, Market, places
+from tests.unit.strategy_scripts import SHARES, FakePortfolio, Market, places, reports
 
 YES, NO = "y1", "n1"
 CONDITION = "0xbin"
@@ -212,10 +212,26 @@ def one_legged(**overrides: Any) -> tuple[Market, list[Any]]:
 
 
 def test_one_legged_fill_is_hedged_within_the_cap() -> None:
-    _market, actions = one_legged(one_legged_policy="hedge")
-    assert [(p.asset_id, p.side, p.price, p.size, p.reason) for p in places(actions)] == [
-        (NO, "BUY", 500_000, 50 * SHARES, "one_legged.hedge")
-    ]
+    market, actions = one_legged(one_legged_policy="hedge")
+    [hedge] = places(actions)
+    assert (hedge.asset_id, hedge.side, hedge.price, hedge.size, hedge.reason) == (
+        NO,
+        "BUY",
+        500_000,
+        50 * SHARES,
+        "one_legged.hedge",
+    )
+    [found] = reports(actions)
+    assert (found.kind, found.limit, found.condition_id) == ("one_legged", "detected", CONDITION)
+    assert "policy hedge" in found.detail
+    assert f"{YES} 50" in found.detail
+    assert f"{NO} 0" in found.detail
+
+    market.fill(hedge)
+    market.advance(600)
+    actions = market.timer()
+    [outcome] = reports(actions)
+    assert (outcome.kind, outcome.limit, len(actions)) == ("one_legged", "hedged", 1)
 
 
 def test_hedge_past_the_cap_falls_back_to_unwinding() -> None:
@@ -224,11 +240,14 @@ def test_hedge_past_the_cap_falls_back_to_unwinding() -> None:
     market.fill(next(p for p in legs if p.asset_id == YES))
     market.delta(NO, ("SELL", 500_000, 0), ("SELL", 600_000, 50 * SHARES))
     market.advance(600)
-    actions = places(market.timer())
+    actions = market.timer()
     # 0.45 + 0.60 > 1.03: sell the YES back, no lower than 0.45 - 0.03.
-    assert [(p.asset_id, p.side, p.price, p.size, p.reason) for p in actions] == [
+    assert [(p.asset_id, p.side, p.price, p.size, p.reason) for p in places(actions)] == [
         (YES, "SELL", 420_000, 50 * SHARES, "one_legged.unwind")
     ]
+    [found] = reports(actions)
+    assert found.limit == "detected"
+    assert "policy unwind" in found.detail
 
 
 def test_unwind_policy_and_its_fill_closes_the_attempt() -> None:
@@ -242,7 +261,9 @@ def test_unwind_policy_and_its_fill_closes_the_attempt() -> None:
     )
     market.fill(unwind)
     market.advance(600)
-    assert market.timer() == []
+    actions = market.timer()
+    [outcome] = reports(actions)
+    assert (outcome.kind, outcome.limit, len(actions)) == ("one_legged", "unwound", 1)
     # The attempt is over: the market may be traded again, on books of one batch.
     market.delta(YES, ("SELL", 450_000, 50 * SHARES))
     assert len(places(market.delta(NO, ("SELL", 500_000, 50 * SHARES)))) == 2
@@ -291,11 +312,15 @@ def test_policy_is_tried_a_bounded_number_of_times() -> None:
     legs = places(binary(market, (450_000, 50 * SHARES), (500_000, 50 * SHARES)))
     market.fill(next(p for p in legs if p.asset_id == YES))
     tries = []
+    told = []
     for _ in range(4):
         market.advance(600)
-        tries.append([p.reason for p in places(market.timer())])
+        actions = market.timer()
+        tries.append([p.reason for p in places(actions)])
+        told.append([r.limit for r in reports(actions)])
     # Nobody bids within the cap: two unwinds, then the attempt is given up (and the set freed).
     assert tries == [["one_legged.unwind"], ["one_legged.unwind"], [], []]
+    assert told == [["detected"], [], ["gave_up"], []]
 
 
 def test_uneven_fill_below_the_minimum_size_is_kept() -> None:
@@ -304,5 +329,8 @@ def test_uneven_fill_below_the_minimum_size_is_kept() -> None:
     for leg in legs:
         market.fill(leg, leg.size - (3 * SHARES if leg.asset_id == NO else 0))
     market.advance(600)
-    # 3 shares short on NO, under the 5-share minimum: nothing can be traded.
-    assert market.timer() == []
+    # 3 shares short on NO, under the 5-share minimum: nothing can be traded, only told.
+    actions = market.timer()
+    [kept] = reports(actions)
+    assert (kept.kind, kept.limit, len(actions)) == ("one_legged", "leftover_too_small", 1)
+    assert f"{NO} 47" in kept.detail

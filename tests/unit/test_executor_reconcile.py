@@ -361,7 +361,7 @@ async def test_an_order_nobody_here_knows_is_canceled_and_reported() -> None:
     [report] = of_type(events, RiskEvent)
     assert executor.venue.canceled == ["0xforeign"]
     assert (report.kind, report.limit, report.strategy_id) == (
-        "limit_hit",
+        "venue_mismatch",
         "unknown_venue_order",
         "",
     )

@@ -206,6 +206,16 @@ def test_auto_selection_takes_the_most_liquid_quotable_markets() -> None:
     assert {p.asset_id for p in places(actions)} == {"0xdeepy", "0xdeepn"}
 
 
+def test_the_timer_quotes_from_the_runtimes_view_before_any_book_hook() -> None:
+    market = Market()  # books arrive while no hook runs (e.g. before the partition is held)
+    open_market(market, 400_000, 500_000)
+    strategy = SpreadCapture(SpreadCaptureSettings(**DEFAULTS), FakePortfolio())
+    strategy.view = market.view  # what the runtime does before the first hook
+    market.strategy = strategy
+
+    assert quoted(market.timer()) == {(YES, "BUY", 440_000), (NO, "BUY", 540_000)}
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     tick=st.sampled_from([10_000, 1_000, 100]),

@@ -24,10 +24,11 @@ from polybus.common.events import (
     OrderIntent,
     Outcome,
     PositionSnapshot,
+    RiskEvent,
 )
 from polybus.common.money import MICROS
 from polybus.common.subjects import partition_of
-from polybus.strategy.api import Action, Cancel, Place, Strategy
+from polybus.strategy.api import Action, Cancel, Place, Report, Strategy
 from polybus.strategy.portfolio import LivePortfolio
 from polybus.strategy.runtime import IntentIds, StrategyRuntime
 
@@ -358,6 +359,61 @@ def test_timer_reaches_the_strategy() -> None:
     harness = Harness()
     harness.runtime.on_timer(42)
     assert harness.strategy.timers == [42]  # type: ignore[attr-defined]
+
+
+class TimerReader(Strategy):
+    """Reads the book in its timer through ``self.view`` and reports what it saw."""
+
+    name = "timer_reader"
+
+    def on_timer(self, now_ns: int) -> Iterable[Action]:
+        book = self.view.book(YES)
+        bid = book.best_bid if book is not None else None
+        return (
+            Report(kind="one_legged", limit="seen", detail=f"bid {bid}", condition_id=CONDITION),
+        )
+
+
+def test_the_strategy_reads_the_runtimes_view_in_its_timer() -> None:
+    harness = Harness(TimerReader)
+    assert harness.strategy.view is harness.view  # before any hook ran
+
+    harness.view.apply(snapshot(YES, 400_000))
+    [report] = harness.runtime.on_timer(42)
+
+    assert isinstance(report, RiskEvent)
+    assert report.detail == "bid 400000"
+
+
+def test_a_report_becomes_a_risk_event_of_the_strategy_in_order_with_its_intents() -> None:
+    class PlaceThenReport(Recorder):
+        def on_book(self, view: BookView, asset_id: str) -> Iterable[Action]:
+            return (
+                *super().on_book(view, asset_id),
+                Report(kind="one_legged", limit="detected", detail="d", condition_id=CONDITION),
+            )
+
+    harness = Harness(PlaceThenReport)
+
+    place, report = harness.book(YES, 400_000)
+    [second] = [e for e in harness.book(YES, 410_000, 2) if isinstance(e, RiskEvent)]
+
+    assert isinstance(place, OrderIntent)
+    assert isinstance(report, RiskEvent)
+    assert (report.strategy_id, report.kind, report.limit, report.detail) == (
+        "recorder",
+        "one_legged",
+        "detected",
+        "d",
+    )
+    assert (report.condition_id, report.ts_init) == (CONDITION, harness.now)
+    # Unique per report, and never an order id (four parts) the EXEC rebuild would parse.
+    assert report.event_id == "recorder.replica-a.1000.report.1"
+    assert second.event_id == "recorder.replica-a.1000.report.2"
+    assert IntentIds.incarnation_of("recorder", report.event_id) is None
+    assert harness.runtime.stats.reports == 2
+    # Intent numbering is not disturbed by the reports.
+    assert place.intent_id == "recorder.replica-a.1000.1"
 
 
 def _doc_example() -> type[Strategy]:

@@ -429,7 +429,7 @@ class Reconciler:
                     ts_event=at_ns,
                     ts_init=at_ns,
                     strategy_id=ACCOUNT,
-                    kind="limit_hit",
+                    kind="venue_mismatch",
                     limit="unknown_venue_order",
                     detail=(
                         f"venue order {listing.venue_order_id} {listing.side} "
@@ -455,7 +455,7 @@ class Reconciler:
                 ts_event=at_ns,
                 ts_init=at_ns,
                 strategy_id=ACCOUNT,
-                kind="limit_hit",
+                kind="venue_mismatch",
                 limit="unknown_venue_trade",
                 detail=f"{len(new)} fills of orders this executor does not know: {named}",
             )

@@ -17,6 +17,8 @@ runs live, replayed and backtested::
 Money is micro-units (DESIGN §2). Hooks are called only for assets whose book is tradeable
 (``view.tradeable``), except :meth:`Strategy.on_untradeable`; the runtime itself cancels a
 strategy's working orders on an asset that turns untradeable, on halt and on losing a partition.
+Besides orders a hook may return a :class:`Report`: something the operator must hear about
+(a one-legged fill and what was done about it), published as a ``RiskEvent``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import ClassVar, Protocol
 import msgspec
 
 from polybus.common.book_view import BookView
-from polybus.common.events import Fill, Side, TimeInForce
+from polybus.common.events import Fill, RiskKind, Side, TimeInForce
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,7 +55,20 @@ class Cancel:
     reason: str = ""
 
 
-Action = Place | Cancel
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """Tell the operator: becomes a ``RiskEvent`` of this strategy on
+    ``exec.<strategy_id>.risk.<condition_id>``, stored by the EXEC stream like the intents."""
+
+    kind: RiskKind
+    detail: str
+    """What happened, for a person; no secrets (it ends up in logs and the database)."""
+    condition_id: str = ""
+    limit: str = ""
+    """A stable code to filter on: the limit concerned, or the outcome (``one_legged``)."""
+
+
+Action = Place | Cancel | Report
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +107,9 @@ class Strategy:
 
     ``settings_type`` is the strategy's config section (``[strategy.<name>]``), decoded and
     validated like every polybus config Struct; the instance gets it as ``self.settings``.
-    ``self.portfolio`` is set by the runtime before the first hook is called.
+    ``self.portfolio`` is what the strategy holds. ``self.view`` is the runtime's book view,
+    set before the first hook is called (the same object ``on_book`` receives), so
+    ``on_fill`` and ``on_timer`` can read books too; until then it is an empty view.
     """
 
     name: ClassVar[str]
@@ -101,6 +118,7 @@ class Strategy:
     def __init__(self, settings: msgspec.Struct, portfolio: Portfolio) -> None:
         self.settings = settings
         self.portfolio = portfolio
+        self.view = BookView()
 
     def on_book(self, view: BookView, asset_id: str) -> Iterable[Action]:
         """The book of ``asset_id`` changed (it is tradeable)."""

@@ -13,7 +13,11 @@ What the runtime decides, whatever the strategy says:
   allowed, also by the executor);
 - an asset turning untradeable, a halt and a lost partition cancel the working orders concerned
   (those EXEC reports and the places still on their way) before anything else;
-- every intent carries the market's ``partition`` and the ``lease_revision`` it was made under.
+- every intent carries the market's ``partition`` and the ``lease_revision`` it was made under;
+- a :class:`~polybus.strategy.api.Report` becomes a ``RiskEvent`` of the strategy, published
+  in order with the intents (the calls return both: :data:`Outgoing`).
+
+The strategy's ``view`` is set to the runtime's book view here, before any hook runs.
 
 Intent ids (``intent_id`` = client order id = ``Nats-Msg-Id``) are
 ``<strategy_id>.<replica>.<incarnation>.<n>``: ``n`` counts from 1 within one process,
@@ -36,14 +40,17 @@ from polybus.common.events import (
     Fill,
     OrderEvent,
     OrderIntent,
+    RiskEvent,
 )
 from polybus.common.subjects import partition_of
-from polybus.strategy.api import Action, Cancel, Place, Strategy, WorkingOrder
+from polybus.strategy.api import Action, Cancel, Place, Report, Strategy, WorkingOrder
 from polybus.strategy.portfolio import LivePortfolio
 
 _log = structlog.get_logger("polybus.strategy.runtime")
 
 Clock = Callable[[], int]
+Outgoing = OrderIntent | RiskEvent
+"""What the runtime hands the service to publish: intents, and the strategy's reports."""
 
 
 @dataclass(slots=True)
@@ -54,6 +61,7 @@ class IntentIds:
     replica: str
     incarnation: int
     count: int = 0
+    reports: int = 0
 
     def __post_init__(self) -> None:
         for piece in (self.strategy_id, self.replica):
@@ -74,10 +82,16 @@ class IntentIds:
         if seen is not None and seen >= self.incarnation:
             self.incarnation = seen + 1
             self.count = 0
+            self.reports = 0
 
     def next(self) -> str:
         self.count += 1
         return f"{self.strategy_id}.{self.replica}.{self.incarnation}.{self.count}"
+
+    def next_report(self) -> str:
+        """A report's event id: unique like the intent ids, never taken for an order id."""
+        self.reports += 1
+        return f"{self.strategy_id}.{self.replica}.{self.incarnation}.report.{self.reports}"
 
 
 @dataclass(slots=True)
@@ -86,6 +100,7 @@ class RuntimeStats:
     dropped_places: int = 0
     hook_failures: int = 0
     fills: int = 0
+    reports: int = 0
 
 
 @dataclass(slots=True)
@@ -115,6 +130,7 @@ class StrategyRuntime:
         clock: Clock,
     ) -> None:
         self.strategy = strategy
+        strategy.view = view
         self.strategy_id = ids.strategy_id
         self.portfolio = portfolio
         self.view = view
@@ -148,19 +164,20 @@ class StrategyRuntime:
         self._started = True
 
     # -- inputs ------------------------------------------------------------------------------
-    def on_book(self, asset_id: str) -> list[OrderIntent]:
+    def on_book(self, asset_id: str) -> list[Outgoing]:
         if self.halted or not self.view.tradeable(asset_id) or not self._holds_asset(asset_id):
             return []
         return self._run_hook(lambda: self.strategy.on_book(self.view, asset_id))
 
-    def on_untradeable(self, asset_id: str) -> list[OrderIntent]:
+    def on_untradeable(self, asset_id: str) -> list[Outgoing]:
         """The asset's book went STALE, RESYNCING or CLOSED: cancel there, tell the strategy."""
-        intents = self._cancel_all(self.portfolio.working(asset_id), "book_untradeable")
+        intents: list[Outgoing] = []
+        intents += self._cancel_all(self.portfolio.working(asset_id), "book_untradeable")
         if not self.halted and self._holds_asset(asset_id):
             intents += self._run_hook(lambda: self.strategy.on_untradeable(self.view, asset_id))
         return intents
 
-    def on_execution(self, event: ExecutionStreamEvent) -> list[OrderIntent]:
+    def on_execution(self, event: ExecutionStreamEvent) -> list[Outgoing]:
         """One live EXEC event of this strategy."""
         self._fold(event)
         if not isinstance(event, Fill) or not self._started:
@@ -174,7 +191,7 @@ class StrategyRuntime:
             return []
         return self._run_hook(lambda: self.strategy.on_fill(event))
 
-    def on_timer(self, now_ns: int) -> list[OrderIntent]:
+    def on_timer(self, now_ns: int) -> list[Outgoing]:
         if self.halted:
             return []
         return self._run_hook(lambda: self.strategy.on_timer(now_ns))
@@ -226,7 +243,7 @@ class StrategyRuntime:
         if isinstance(event, OrderEvent) and self.portfolio.order(event.order_id) is None:
             self._cancelling.discard(event.order_id)
 
-    def _run_hook(self, hook: Callable[[], Iterable[Action]]) -> list[OrderIntent]:
+    def _run_hook(self, hook: Callable[[], Iterable[Action]]) -> list[Outgoing]:
         try:
             actions = list(hook())
         except Exception:
@@ -236,13 +253,37 @@ class StrategyRuntime:
             return []
         return self.intents_for(actions)
 
-    def intents_for(self, actions: Iterable[Action]) -> list[OrderIntent]:
-        intents = []
+    def intents_for(self, actions: Iterable[Action]) -> list[Outgoing]:
+        outgoing: list[Outgoing] = []
         for action in actions:
+            if isinstance(action, Report):
+                outgoing.append(self._report(action))
+                continue
             intent = self._place(action) if isinstance(action, Place) else self._cancel(action)
             if intent is not None:
-                intents.append(intent)
-        return intents
+                outgoing.append(intent)
+        return outgoing
+
+    def _report(self, report: Report) -> RiskEvent:
+        self.stats.reports += 1
+        now = self.clock()
+        _log.info(
+            "strategy.reported",
+            strategy_id=self.strategy_id,
+            kind=report.kind,
+            limit=report.limit,
+            condition_id=report.condition_id,
+        )
+        return RiskEvent(
+            event_id=self.ids.next_report(),
+            ts_event=now,
+            ts_init=now,
+            strategy_id=self.strategy_id,
+            kind=report.kind,
+            limit=report.limit,
+            detail=report.detail,
+            condition_id=report.condition_id,
+        )
 
     def _place(self, place: Place) -> OrderIntent | None:
         asset = self.view.asset(place.asset_id)

@@ -13,7 +13,9 @@ Then the owned tasks: the book feed, the timer, the halt watch, the ownership an
 publisher. Intents go out one at a time, in the order the runtime made them, each with a
 JetStream ack and ``Nats-Msg-Id`` = ``intent_id``; a publish that fails (NATS restarting, no
 ack in time) is retried with the same id until the stream has it, so it is never lost, and the
-stream's duplicate window (and the executor's intent claims) make it count once.
+stream's duplicate window (and the executor's intent claims) make it count once. The
+strategy's reports (``RiskEvent``) go the same way, in the same order, to
+``exec.<strategy_id>.risk.<condition_id>`` (the EXEC stream), ``Nats-Msg-Id`` = ``event_id``.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ from polybus.strategy.ownership import (
 )
 from polybus.strategy.portfolio import LivePortfolio
 from polybus.strategy.registry import strategies
-from polybus.strategy.runtime import IntentIds, StrategyRuntime
+from polybus.strategy.runtime import IntentIds, Outgoing, StrategyRuntime
 
 _log = structlog.get_logger("polybus.strategy")
 
 EXEC_STREAM = "EXEC"
+NO_MARKET = "_"
+"""The subject token of a report about no one market (the executor's convention too)."""
 
 
 class StrategyNotFound(Exception):
@@ -72,17 +76,17 @@ def strategy_class(config: Config, name: str) -> tuple[type[Strategy], msgspec.S
 
 
 class IntentPublisher:
-    """Publishes intents in order, each until the INTENT stream acknowledged it."""
+    """Publishes intents (and reports) in order, each until its stream acknowledged it."""
 
     def __init__(self, bus: Bus, *, retry_interval_s: float) -> None:
         self._bus = bus
         self._subjects = bus.namespace.subjects
         self._retry_interval_s = retry_interval_s
-        self._queue: asyncio.Queue[OrderIntent] = asyncio.Queue()
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self.published = 0
         self.retries = 0
 
-    def submit(self, intents: Iterable[OrderIntent]) -> None:
+    def submit(self, intents: Iterable[Outgoing]) -> None:
         for intent in intents:
             self._queue.put_nowait(intent)
 
@@ -102,16 +106,20 @@ class IntentPublisher:
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, intent: OrderIntent) -> None:
-        subject = self._subjects.intent(intent.strategy_id, intent.condition_id)
+    async def _publish(self, outgoing: Outgoing) -> None:
+        if isinstance(outgoing, OrderIntent):
+            subject = self._subjects.intent(outgoing.strategy_id, outgoing.condition_id)
+        else:
+            market = outgoing.condition_id or NO_MARKET
+            subject = self._subjects.execution(outgoing.strategy_id, "risk", market)
         while True:
             try:
-                await self._bus.publish_persistent(subject, intent, msg_id=intent.intent_id)
+                await self._bus.publish_persistent(subject, outgoing, msg_id=outgoing.event_id)
             except (PublishError, NatsError) as error:
                 # Stored or not, the same id again: the stream keeps one copy either way.
                 self.retries += 1
                 _log.warning(
-                    "intent.publish_retrying", intent_id=intent.intent_id, error=repr(error)
+                    "intent.publish_retrying", event_id=outgoing.event_id, error=repr(error)
                 )
                 await asyncio.sleep(self._retry_interval_s)
             else:

@@ -22,8 +22,11 @@ orders answer at once): ``hedge`` buys the missing legs at their asks if the set
 most 1 + ``one_legged_max_loss``, else (or with ``unwind``) the excess is sold FAK no lower
 than its fill price less ``one_legged_max_loss``. Those orders carry the reasons
 ``one_legged.hedge`` / ``one_legged.unwind``; the policy is retried up to
-``one_legged_max_tries`` times. Times are the ingest's event times (a book's ``updated_ns``)
-and the runtime's timer, so a replay decides the same.
+``one_legged_max_tries`` times. Every uneven attempt is reported (a ``Report``, so a
+``RiskEvent`` of kind ``one_legged``) when it is found and again with what came of it: its
+``limit`` is ``detected``, then ``hedged``, ``unwound``, ``gave_up`` or ``leftover_too_small``.
+Times are the ingest's event times (a book's ``updated_ns``) and the runtime's timer, so a
+replay decides the same.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from polybus.common.book_view import BookView
 from polybus.common.config import ConfigStruct
 from polybus.common.events import Fill, MarketInfo, Side
 from polybus.common.fees import FeeSchedule, taker_fee
-from polybus.common.money import MICROS, notional
-from polybus.strategy.api import Action, Place, Portfolio, Strategy
+from polybus.common.money import MICROS, format_micros, notional
+from polybus.strategy.api import Action, Place, Portfolio, Report, Strategy
 from polybus.strategy.strategies.neg_risk import CompleteSet, EventIndex, binary_set, event_set
 from polybus.strategy.strategies.pricing import (
     MIN_MARKETABLE_NOTIONAL,
@@ -54,6 +57,7 @@ from polybus.strategy.strategies.pricing import (
 
 _MINUTE_NS = 60_000_000_000
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Policy = Literal["hedge", "unwind"]
 
 
 class DutchBookSettings(ConfigStruct, frozen=True):
@@ -105,6 +109,8 @@ class _Attempt:
     counted: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     """fill id -> (asset, signed shares, notional) counted, to undo on FAILED."""
     tries: int = 0
+    policy: Policy | None = None
+    """The one-legged policy that ran last (None: none has run)."""
 
 
 class DutchBook(Strategy):
@@ -125,12 +131,9 @@ class DutchBook(Strategy):
         self._attempt_times: dict[str, deque[int]] = {}
         self._busy: dict[str, _Attempt] = {}
         """Each token of an open attempt -> that attempt."""
-        self._view: BookView | None = None
-        """The runtime's view, kept from ``on_book`` for the timer's one-legged checks."""
 
     # -- hooks -------------------------------------------------------------------------------
     def on_book(self, view: BookView, asset_id: str) -> Iterable[Action]:
-        self._view = view
         market = view.market_of(asset_id)
         asset = view.asset(asset_id)
         if market is None or asset is None:
@@ -180,8 +183,7 @@ class DutchBook(Strategy):
         return self._check(attempt, fill.ts_init)
 
     def on_timer(self, now_ns: int) -> Iterable[Action]:
-        if self._view is not None:
-            self._events.refresh(self._view)
+        self._events.refresh(self.view)
         actions: list[Action] = []
         for attempt in {id(a): a for a in self._busy.values()}.values():
             actions.extend(self._check(attempt, now_ns))
@@ -325,24 +327,59 @@ class DutchBook(Strategy):
             return []
         if any(self.portfolio.working(asset) for asset in attempt.legs.assets):
             return []  # orders still working: their outcome decides
-        uneven = max(attempt.filled.values()) - min(attempt.filled.values())
-        dust = max(self._view.min_size(a) if self._view else 0 for a in attempt.legs.assets)
-        if uneven == 0 or uneven < dust or attempt.tries >= self.config.one_legged_max_tries:
-            # Even (a whole set, or nothing), a remainder too small to trade, or given up.
+        outcome = self._outcome(attempt)
+        if outcome is not None:
             for asset in attempt.legs.assets:
                 self._busy.pop(asset, None)
-            return []
+            return [self._report(attempt, outcome)] if outcome else []
         attempt.tries += 1
         attempt.deadline_ns = now_ns + self.config.leg_timeout_ms * NANOS_PER_MILLISECOND
-        if self._view is None:
-            return []
+        orders: list[Action] = []
+        attempt.policy = "unwind"
         if attempt.side == "BUY" and self.config.one_legged_policy == "hedge":
-            hedge = self._hedge(self._view, attempt)
-            if hedge:
-                return hedge
-        if attempt.side == "BUY":
-            return self._unwind(self._view, attempt)
-        return self._finish_sale(self._view, attempt)
+            orders = self._hedge(self.view, attempt)
+            if orders:
+                attempt.policy = "hedge"
+        if not orders:
+            orders = (
+                self._unwind(self.view, attempt)
+                if attempt.side == "BUY"
+                else self._finish_sale(self.view, attempt)
+            )
+        if attempt.tries == 1:
+            return [self._report(attempt, "detected"), *orders]
+        return orders
+
+    def _outcome(self, attempt: _Attempt) -> str | None:
+        """How a finished attempt ends (``""``: evenly, nothing to report), None: not over."""
+        uneven = max(attempt.filled.values()) - min(attempt.filled.values())
+        if uneven == 0:
+            # A whole set, or nothing: after a policy ran, that is its success.
+            if attempt.policy is None:
+                return ""
+            return "hedged" if attempt.policy == "hedge" else "unwound"
+        if uneven < max(self.view.min_size(asset) for asset in attempt.legs.assets):
+            return "leftover_too_small"
+        if attempt.tries >= self.config.one_legged_max_tries:
+            return "gave_up"
+        return None
+
+    def _report(self, attempt: _Attempt, outcome: str) -> Report:
+        """The one-legged attempt and what its policy made of it, for the operator."""
+        legs = ", ".join(
+            f"{asset} {format_micros(shares)}" for asset, shares in attempt.filled.items()
+        )
+        policy = attempt.policy or "none"
+        return Report(
+            kind="one_legged",
+            limit=outcome,
+            detail=(
+                f"{outcome}: set {attempt.legs.key} {attempt.side} "
+                f"{format_micros(attempt.size)} filled {legs}; policy {policy}, "
+                f"tries {attempt.tries}"
+            ),
+            condition_id=attempt.legs.markets[0].condition_id,
+        )
 
     def _average_price(self, attempt: _Attempt, asset_id: str) -> int:
         shares, spent = attempt.spent.get(asset_id, (0, 0))

@@ -142,12 +142,9 @@ class SpreadCapture(Strategy):
         self._cancelling: set[str] = set()
         self._selected_at_ns: int | None = None
         self._now_ns = 0
-        self._view: BookView | None = None
-        """The runtime's view, kept from ``on_book`` for the timer."""
 
     # -- hooks -------------------------------------------------------------------------------
     def on_book(self, view: BookView, asset_id: str) -> Iterable[Action]:
-        self._view = view
         asset = view.asset(asset_id)
         market = view.market_of(asset_id)
         if asset is None or market is None:
@@ -162,17 +159,15 @@ class SpreadCapture(Strategy):
 
     def on_fill(self, fill: Fill) -> Iterable[Action]:
         state = self._markets.get(fill.condition_id)
-        view = self._view
-        market = view.market(fill.condition_id) if view is not None else None
-        if view is None or state is None or market is None or not view.tradeable(state.yes):
+        view = self.view
+        market = view.market(fill.condition_id)
+        if state is None or market is None or not view.tradeable(state.yes):
             return ()
         return self._refresh(view, market, state, self._now_ns)
 
     def on_timer(self, now_ns: int) -> Iterable[Action]:
         self._now_ns = max(self._now_ns, now_ns)
-        view = self._view
-        if view is None:
-            return ()
+        view = self.view
         actions = self._select(view, self._now_ns)
         for condition_id, state in list(self._markets.items()):
             market = view.market(condition_id)
