@@ -63,8 +63,11 @@ HOOKS = {
     "replay_store": "def (config: Config, *, market: str, asset: str, start: str, end: str, "
     "speed: str, to_subject_prefix: str, out: Path | None) -> int - republish recorded market "
     "data from the store",
+    "capture_events": "def (path: Path) -> list[Event] - the market-data events the ingest "
+    "makes of a capture of raw venue frames (ValueError naming the problem); a backtest's input",
 }
-"""The hooks the common CLI calls, with their signatures; each returns an exit code."""
+"""The hooks the common CLI and the services call, with their signatures; each returns an exit
+code unless its signature says otherwise."""
 
 
 def find_hook(plugins: Mapping[str, ServicePlugin], name: str) -> Callable[..., int] | None:

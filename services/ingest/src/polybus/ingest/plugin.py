@@ -20,5 +20,8 @@ PLUGIN = ServicePlugin(
     commands=commands,
     wanted=_always,
     start_order=50,
-    hooks={"replay_capture": "polybus.ingest.replay:replay_capture"},
+    hooks={
+        "replay_capture": "polybus.ingest.replay:replay_capture",
+        "capture_events": "polybus.ingest.replay:capture_events",
+    },
 )

@@ -20,6 +20,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from polybus.common.events import Event
 from polybus.common.money import format_micros
 from polybus.common.subjects import Subjects
 from polybus.ingest.capture import CaptureError, CaptureProblems, read_capture
@@ -46,12 +47,16 @@ class AssetReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def replay_engine(
-    path: Path, settings: IngestSettings | None = None, problems: CaptureProblems | None = None
+    path: Path,
+    settings: IngestSettings | None = None,
+    problems: CaptureProblems | None = None,
+    published: list[Event] | None = None,
 ) -> IngestEngine:
     """Run a capture through a fresh engine and return it (for tests and the command).
 
-    ``problems`` is filled with what the reader skipped; :class:`CaptureError` when the file
-    cannot be read at all.
+    ``problems`` is filled with what the reader skipped, ``published`` with the events the
+    engine would have published, in order; :class:`CaptureError` when the file cannot be read
+    at all.
     """
     # Offline there is time to recompute the venue's hash after every batch.
     settings = settings or IngestSettings(snapshot_interval_s=0, hash_check_interval_s=0)
@@ -66,10 +71,31 @@ def replay_engine(
             if next_tick:
                 engine.tick(now)
             next_tick = now + tick_ns
-        engine.outbox.clear()
+        _drain(engine, published)
     engine.flush(now)
-    engine.outbox.clear()
+    _drain(engine, published)
     return engine
+
+
+def _drain(engine: IngestEngine, published: list[Event] | None) -> None:
+    if published is not None:
+        published.extend(event for _, event, _ in engine.outbox)
+    engine.outbox.clear()
+
+
+def capture_events(path: Path) -> list[Event]:
+    """The ``capture_events`` hook: the market-data events the ingest makes of a capture of raw
+    venue frames, in order (a backtest's input). ``ValueError`` naming the problem when the
+    file cannot be read or holds no frame."""
+    problems = CaptureProblems()
+    published: list[Event] = []
+    try:
+        replay_engine(path, problems=problems, published=published)
+    except CaptureError as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not problems.frames:
+        raise ValueError(f"nothing to replay: {problems.describe(path)}")
+    return published
 
 
 def asset_report(track: AssetTrack) -> AssetReport:

@@ -25,6 +25,10 @@ from polybus.strategy.config import (
 from polybus.strategy.registry import strategies
 
 HELP = "Run one replica of a strategy: books in, intents out, state from EXEC."
+BACKTEST_HELP = (
+    "Backtest a strategy on recorded market data with the paper fill model: PnL, fills, fees, "
+    "inventory, drawdown."
+)
 
 
 def _commands() -> typer.Typer:
@@ -56,6 +60,51 @@ def _commands() -> typer.Typer:
         configure_logging(log.level, log.format, service=f"strategy-{name}")
         with contextlib.suppress(ServiceStopped):
             asyncio.run(run(loaded, name=name, replica=replica))
+
+    @commands.command(name="backtest", help=BACKTEST_HELP)
+    def backtest(
+        strategy: Annotated[str, typer.Option("--strategy", "-s", help="The strategy to test.")],
+        capture: Annotated[
+            Path | None,
+            typer.Option(
+                "--capture",
+                help="Recorded market-data events (JSONL, as `polybus replay --out` writes) "
+                "or a capture of raw venue frames.",
+                dir_okay=False,
+            ),
+        ] = None,
+        from_db: Annotated[bool, typer.Option("--from-db", help="Read the store.")] = False,
+        market: Annotated[str, typer.Option(help="--from-db: a condition id.")] = "",
+        asset: Annotated[str, typer.Option(help="--from-db: an asset (token) id.")] = "",
+        start: Annotated[str, typer.Option(help="--from-db: start time (ISO 8601).")] = "",
+        end: Annotated[str, typer.Option(help="--from-db: end time (ISO 8601).")] = "",
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", "-c", help="Config with the strategy's settings.", dir_okay=False
+            ),
+        ] = None,
+        json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        plot: Annotated[
+            Path | None,
+            typer.Option("--plot", help="Write a PNG of PnL and inventory.", dir_okay=False),
+        ] = None,
+    ) -> None:
+        # Imported on use: the CLI starts without loading the backtest's modules.
+        from polybus.strategy.backtest.cli import backtest_command
+
+        backtest_command(
+            strategy=strategy,
+            capture=capture,
+            from_db=from_db,
+            market=market,
+            asset=asset,
+            start=start,
+            end=end,
+            config_path=config,
+            json_output=json_output,
+            plot=plot,
+        )
 
     return commands
 
