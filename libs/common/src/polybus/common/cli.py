@@ -367,55 +367,63 @@ def tail(
         str, typer.Argument(help="Subject or wildcard, e.g. 'md.polymarket.*.trade.>'")
     ],
     config: ConfigOption = DEFAULT_CONFIG,
+    since: Annotated[
+        str,
+        typer.Option(
+            help="Replay what the streams stored from this long ago (10m, 2h), then go on live.",
+            show_default=False,
+        ),
+    ] = "",
     json_output: Annotated[
-        bool, typer.Option("--json", help="Raw JSON, one event per line.")
+        bool, typer.Option("--json", help="The events' JSON unchanged, one per line (for jq).")
+    ] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Dead letters (dlq.>): the verbatim input only.")
     ] = False,
     count: Annotated[
         int, typer.Option(min=0, help="Stop after this many messages (0: never).")
     ] = 0,
     connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
-    """Print the events on a subject as they arrive, decoded with polybus's schemas.
+    """Print the events on a subject as they arrive, one line each, decoded with polybus's
+    schemas (prices and sizes as decimals, markets by name).
 
-    The deployment's subject prefix is put in front of SUBJECT. Ctrl-C stops.
+    The deployment's subject prefix is put in front of SUBJECT. Ctrl-C stops (exit 0).
     """
-    from polybus.common.bus import Message
-    from polybus.common.events import DecodeError, decode
+    import time
+
+    from polybus.common.operator.session import run_until_signal
+    from polybus.common.operator.stream_reader import parse_duration
+    from polybus.common.operator.tail import OutputMode, check_tail_options
+    from polybus.common.operator.tail import tail as run_tail
+    from polybus.common.streams import load_definitions
     from polybus.common.subjects import check_subject_pattern
 
     try:
         check_subject_pattern(subject)
     except ValueError as error:
         raise fail(f"bad subject: {error}", 2) from None
+    try:
+        since_ns = time.time_ns() - int(parse_duration(since) * 1e9) if since else None
+    except ValueError as error:
+        raise fail(f"bad --since: {error}", 2) from None
+    if json_output and raw:
+        raise fail("give --json or --raw, not both", 2)
+    mode: OutputMode = "json" if json_output else "raw" if raw else "human"
     loaded = load(config)
-    console = Console(highlight=False)
+    definitions = load_definitions(Path(loaded.deployment.bus.streams_file))
+    problem = check_tail_options(subject, definitions, since=since_ns is not None, mode=mode)
+    if problem:
+        raise fail(problem, 2)
 
     async def run() -> None:
         bus = await connect_bus(loaded, name="polybus-tail", timeout_s=connect_timeout)
-        seen = 0
-        done = asyncio.Event()
-
-        async def show(message: Message) -> None:
-            nonlocal seen
-            if json_output:
-                sys.stdout.write(message.data.decode(errors="replace") + "\n")
-            else:
-                try:
-                    console.print(f"[dim]{message.subject}[/] {decode(message.data)!r}")
-                except DecodeError:
-                    console.print(f"[dim]{message.subject}[/] [red]undecodable[/] {message.data!r}")
-            seen += 1
-            if count and seen >= count:
-                done.set()
-
-        await bus.subscribe(loaded.namespace().subjects.stream_subjects(subject), show)
         try:
-            await done.wait()
+            await run_tail(bus, definitions, subject, since_ns=since_ns, mode=mode, count=count)
         finally:
-            await bus.drain()
+            await bus.drain(timeout=1.0)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run_until_signal(run()))
 
 
 @app.command()
