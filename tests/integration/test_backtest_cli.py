@@ -1,0 +1,126 @@
+"""``polybus backtest`` as an operator runs it: a file of recorded events in, a report out
+(``--json`` parsed), and every bad input one line on stderr with exit 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polybus.common.events import encode
+from tests.unit.test_backtest import NO, YES, mispriced_market
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def polybus(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "polybus.common.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def events_file(tmp_path: Path) -> Path:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(encode(event) + b"\n" for event in mispriced_market().events))
+    return path
+
+
+def test_json_report_of_a_recorded_events_file(events_file: Path, tmp_path: Path) -> None:
+    done = polybus("backtest", "--strategy", "dutch_book", "--capture", str(events_file),
+                   "--json", cwd=tmp_path)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(f["asset_id"], f["side"], f["price"]) for f in report["fills"]] == [
+        (YES, "BUY", 450_000),
+        (NO, "BUY", 500_000),
+    ]
+    assert report["realized_pnl"] + report["unrealized_pnl"] == report["total_pnl"]
+    again = polybus("backtest", "--strategy", "dutch_book", "--capture", str(events_file),
+                    "--json", cwd=tmp_path)  # fmt: skip
+    assert again.stdout == done.stdout
+
+
+def test_text_report(events_file: Path, tmp_path: Path) -> None:
+    done = polybus("backtest", "-s", "dutch_book", "--capture", str(events_file), cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "fills 2" in done.stdout
+    assert "max drawdown" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--strategy", "nope", "--capture", "{events}"], "nope"),
+        (["--strategy", "dutch_book", "--capture", "{missing}"], "no such file"),
+        (["--strategy", "dutch_book", "--capture", "{empty}"], "empty.jsonl"),
+        (["--strategy", "dutch_book", "--capture", "{garbage}"], "garbage.jsonl"),
+        (["--strategy", "dutch_book"], "--capture FILE or --from-db"),
+        (["--strategy", "dutch_book", "--capture", "{events}", "--start", "x"], "--from-db"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    events_file: Path, tmp_path: Path, arguments: list[str], named: str
+) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "garbage.jsonl").write_text("not json at all\n")
+    paths = {
+        "events": str(events_file),
+        "missing": str(tmp_path / "missing.jsonl"),
+        "empty": str(tmp_path / "empty.jsonl"),
+        "garbage": str(tmp_path / "garbage.jsonl"),
+    }
+
+    done = polybus("backtest", *(a.format(**paths) for a in arguments), cwd=tmp_path)
+
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_times_from_the_store_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "sim.toml"
+    done = polybus("backtest", "--strategy", "dutch_book", "--from-db", "--market", "0xabc",
+                   "--start", "yesterday-ish", "--end", "2026-01-01T00:00:00Z",
+                   "--config", str(config), cwd=config.parents[1])  # fmt: skip
+
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed"
+)
+def test_plot_without_matplotlib_says_how_to_install_it(events_file: Path, tmp_path: Path) -> None:
+    done = polybus("backtest", "-s", "dutch_book", "--capture", str(events_file),
+                   "--plot", str(tmp_path / "out.png"), cwd=tmp_path)  # fmt: skip
+
+    assert done.returncode == 2
+    assert "uv sync --extra plot" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="matplotlib (the plot extra) is absent"
+)
+def test_plot_writes_a_png(events_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    done = polybus("backtest", "-s", "dutch_book", "--capture", str(events_file),
+                   "--plot", str(out), cwd=tmp_path)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
