@@ -124,3 +124,20 @@ def test_plot_writes_a_png(events_file: Path, tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_raw_venue_capture_goes_through_the_ingest(tmp_path: Path) -> None:
+    capture = (
+        Path(__file__).resolve().parents[1]
+        / "resources"
+        / "polymarket"
+        / "nautilus_ws_book_plus_price_change_crossing_burst_2026-09-29.json"
+    )
+
+    done = polybus("backtest", "-s", "dutch_book", "--capture", str(capture), "--json",
+                   cwd=tmp_path)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["events"] > 1  # books and deltas, the ingest's dead letters left out
+    assert report["fills"] == []  # raw frames carry no MarketInfo: nothing is tradeable

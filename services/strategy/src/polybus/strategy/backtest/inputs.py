@@ -19,8 +19,30 @@ import tempfile
 from pathlib import Path
 
 from polybus.common.config import Config
-from polybus.common.events import DecodeError, MarketDataStreamEvent, market_data_decoder
+from polybus.common.events import (
+    BookDelta,
+    BookSnapshot,
+    BookStatus,
+    DecodeError,
+    Event,
+    MarketDataStreamEvent,
+    MarketInfo,
+    MarketResolved,
+    TickSizeChanged,
+    Trade,
+    market_data_decoder,
+)
 from polybus.common.plugins import discover_plugins, find_hook
+
+_MARKET_DATA = (
+    BookSnapshot,
+    BookDelta,
+    Trade,
+    TickSizeChanged,
+    BookStatus,
+    MarketInfo,
+    MarketResolved,
+)
 
 
 class BacktestInputError(Exception):
@@ -74,9 +96,11 @@ def _capture_events(path: Path) -> list[MarketDataStreamEvent]:
             "captures) is not installed"
         )
     try:
-        events: list[MarketDataStreamEvent] = list(hook(path))  # type: ignore[call-overload]
+        published: list[Event] = hook(path)  # type: ignore[assignment]
     except ValueError as error:
         raise BacktestInputError(f"{path}: neither polybus events nor a capture: {error}") from None
+    # The ingest also publishes dead letters (frames it could not use): not market data.
+    events = [event for event in published if isinstance(event, _MARKET_DATA)]
     if not events:
         raise BacktestInputError(f"{path}: the capture makes no market-data events")
     return events
