@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 import typer
 from rich.console import Console
-from rich.table import Table
 
 # Typer vendors click and exports only some of its exceptions; main() needs the base ones.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -265,61 +264,139 @@ def resume(
 def status(
     config: ConfigOption = DEFAULT_CONFIG,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh in place until Ctrl-C (exit 0).")
+    ] = False,
     connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
-    """NATS and PostgreSQL reachability, service heartbeats, streams and consumer lag.
+    """NATS and PostgreSQL reachability, service health and versions, streams and consumer
+    lag, books by state, resyncs, reconnects, timings p50/p99, rate limits, halts, leases,
+    positions and PnL.
 
     Exits 1 when anything is unhealthy, saying why.
     """
+    from polybus.common.operator.session import run_until_signal
+    from polybus.common.operator.status_view import render_status
     from polybus.common.status import collect_status
 
+    if watch and json_output:
+        raise fail("give --watch or --json, not both", 2)
     loaded = load(config)
+    if watch:
+        from rich.live import Live
+
+        async def refresh() -> None:
+            first = await collect_status(loaded, connect_timeout_s=connect_timeout)
+            with Live(render_status(first), auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(2.0)
+                    result = await collect_status(loaded, connect_timeout_s=connect_timeout)
+                    live.update(render_status(result), refresh=True)
+
+        with _quiet_bus_logs():
+            asyncio.run(run_until_signal(refresh()))
+        raise typer.Exit(0)
     with _quiet_bus_logs():  # an unreachable server is reported in the output instead
         result = asyncio.run(collect_status(loaded, connect_timeout_s=connect_timeout))
     if json_output:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:
-        _print_status(result)
+        Console(highlight=False, soft_wrap=True).print(render_status(result))
     raise typer.Exit(0 if result.healthy else 1)
 
 
-def _print_status(result: object) -> None:
-    from polybus.common.status import Status
+WindowOption = Annotated[
+    str, typer.Option("--window", help="How far back to look, e.g. 15m, 1h, 1d.")
+]
 
-    assert isinstance(result, Status)
-    console = Console()
-    for label, server in (("NATS", result.nats), ("PostgreSQL", result.postgres)):
-        state = "[green]reachable[/]" if server.reachable else f"[red]unreachable[/] {server.error}"
-        console.print(f"{label:<11} {server.url}  {state}", highlight=False)
-    services = Table(
-        "service", "instance", "status", "heartbeat age (s)", "detail", title="services"
+
+@app.command()
+def top(
+    config: ConfigOption = DEFAULT_CONFIG,
+    window: WindowOption = "1h",
+    limit: Annotated[int, typer.Option(min=1, help="How many assets to show.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+) -> None:
+    """The assets with the most resyncs, stale books and rejected orders in the window."""
+    from polybus.common.operator.activity import AssetActivity, collect_top
+    from polybus.common.operator.session import run_until_signal
+    from polybus.common.operator.status_view import render_top
+    from polybus.common.operator.stream_reader import parse_duration
+    from polybus.common.operator.tail import load_market_names
+    from polybus.common.operator.tail_format import MarketNames
+
+    try:
+        window_s = parse_duration(window)
+    except ValueError as error:
+        raise fail(f"bad --window: {error}", 2) from None
+    loaded = load(config)
+    rows: list[AssetActivity] = []
+
+    async def run() -> None:
+        bus = await connect_bus(loaded, name="polybus-top", timeout_s=connect_timeout)
+        try:
+            names = MarketNames()
+            await load_market_names(bus, names)
+            rows.extend(await collect_top(bus, names, window_s=window_s, limit=limit))
+        finally:
+            await bus.drain(timeout=1.0)
+
+    asyncio.run(run_until_signal(run()))
+    if json_output:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+    else:
+        Console(highlight=False).print(render_top(rows, window_s))
+
+
+@app.command()
+def book(
+    asset: Annotated[str, typer.Argument(help="An asset (token) id, or a market slug.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    outcome: Annotated[
+        str, typer.Option(help="With a slug: which outcome's book (YES or NO, or its name).")
+    ] = "YES",
+    depth: Annotated[int, typer.Option(min=1, max=100, help="Levels a side.")] = 10,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame and exit (for scripts).")
+    ] = False,
+    connect_timeout: ConnectTimeoutOption = DEFAULT_CONNECT_TIMEOUT_S,
+) -> None:
+    """A live ladder of one asset's book: state, age, last trade, our working orders marked.
+
+    Refreshes in place until Ctrl-C (exit 0); --once prints a single frame, as soon as the book
+    is live (or after 10 s as it is). Exits 1 when the asset has no book on the bus.
+    """
+    from polybus.common.operator.book_ladder import (
+        UnknownAsset,
+        check_target,
+        resolve,
+        show_book,
+        stream_markets,
     )
-    for service in result.services:
-        colour = "green" if service.healthy else "red"
-        services.add_row(
-            service.service,
-            service.instance,
-            f"[{colour}]{service.status}[/]",
-            f"{service.last_heartbeat_age_s:.1f}",
-            service.detail,
-        )
-    console.print(services)
-    streams = Table(
-        "stream", "messages", "bytes", "consumer", "lag", "redelivered", title="streams"
-    )
-    for stream in result.streams:
-        streams.add_row(stream.name, str(stream.messages), str(stream.bytes), "", "", "")
-        for consumer in stream.consumers:
-            streams.add_row("", "", "", consumer.name, str(consumer.lag), str(consumer.redelivered))
-    console.print(streams)
-    for service in result.services:
-        if service.reason:
-            console.print(
-                f"[red]{service.service} {service.instance} {service.status}:[/] {service.reason}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    console.print("[green]healthy[/]" if result.healthy else "[red]unhealthy[/]")
+    from polybus.common.operator.session import run_until_signal
+
+    try:
+        check_target(asset)
+    except ValueError as error:
+        raise fail(f"bad ASSET: {error}", 2) from None
+    loaded = load(config)
+    found: list[bool] = []
+
+    async def run() -> None:
+        bus = await connect_bus(loaded, name="polybus-book", timeout_s=connect_timeout)
+        try:
+            try:
+                target = resolve(asset, outcome, await stream_markets(bus))
+            except UnknownAsset as error:
+                raise fail(str(error), 2) from None
+            found.append(await show_book(bus, target, depth=depth, once=once, console=Console()))
+        finally:
+            await bus.drain(timeout=1.0)
+
+    asyncio.run(run_until_signal(run()))
+    if once and found == [False]:
+        raise fail(f"no book for {asset} on the bus (is the ingest following it?)", 1)
 
 
 @streams_app.command("apply")

@@ -4,6 +4,13 @@ Reports whether NATS and PostgreSQL answer (URLs with passwords redacted), every
 instance's last heartbeat from the ``HEALTH`` KV bucket, and each stream's message count with
 its consumers' lag (pending + unacknowledged). An instance that is not healthy carries the
 ``reason``: its failing health checks, or how long it has been silent.
+
+Beside that, what an operator asks next (all additive fields): ``metrics``, figures read from
+every live instance's ``/metrics`` (timings p50/p99, reconnects, resyncs, rate limits; see
+:mod:`polybus.common.operator.scrape`), and ``trading``, read from the streams and buckets
+(books by state, halts, lease holders, positions and PnL, recent rejects and risk events; see
+:mod:`polybus.common.operator.activity`). ``resync_ratio`` is the ingests' resyncs per
+followed asset since they started.
 """
 
 from __future__ import annotations
@@ -18,7 +25,14 @@ from nats.js.errors import BucketNotFoundError, NoKeysError
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config, redact_url
 from polybus.common.events import health_decoder
+from polybus.common.operator.activity import Trading, collect_trading
+from polybus.common.operator.scrape import Scraped, metrics_url, scrape
+from polybus.common.operator.tail import load_market_names
+from polybus.common.operator.tail_format import MarketNames
 from polybus.common.runtime import HEALTH_BUCKET
+
+RECENT_WINDOW_S = 3600.0
+"""The window of the recent rejects and risk events ``status`` counts."""
 
 STALE_AFTER_S = 15.0
 """A heartbeat older than this (3 missed beats at the default 5 s) means the instance is down."""
@@ -67,6 +81,9 @@ class Status(msgspec.Struct, kw_only=True):
     postgres: ServerStatus
     services: list[ServiceStatus]
     streams: list[StreamStatus]
+    metrics: Scraped = msgspec.field(default_factory=Scraped)
+    trading: Trading = msgspec.field(default_factory=Trading)
+    resync_ratio: float = 0.0
 
 
 async def _postgres(config: Config, timeout_s: float) -> ServerStatus:
@@ -164,6 +181,8 @@ async def collect_status(config: Config, *, connect_timeout_s: float = 5.0) -> S
     url = config.nats_url()
     services: list[ServiceStatus] = []
     streams: list[StreamStatus] = []
+    trading = Trading()
+    scraped = Scraped()
     try:
         bus = await asyncio.wait_for(
             NatsBus.connect(
@@ -184,6 +203,20 @@ async def collect_status(config: Config, *, connect_timeout_s: float = 5.0) -> S
             nats_status = ServerStatus(url=redact_url(url), reachable=True)
             services = await _services(bus)
             streams = await _streams(bus)
+            scrape_task = asyncio.ensure_future(
+                scrape(
+                    [
+                        (service.service, url)
+                        for service in services
+                        if service.status not in ("stopped", "down")
+                        and (url := metrics_url(service.detail))
+                    ]
+                )
+            )
+            names = MarketNames()
+            await load_market_names(bus, names)
+            trading = await collect_trading(bus, names, window_s=RECENT_WINDOW_S)
+            scraped = await scrape_task
         finally:
             await bus.drain()
     postgres_status = await postgres_task
@@ -199,4 +232,7 @@ async def collect_status(config: Config, *, connect_timeout_s: float = 5.0) -> S
         postgres=postgres_status,
         services=services,
         streams=streams,
+        metrics=scraped,
+        trading=trading,
+        resync_ratio=round(scraped.resyncs / max(1, sum(scraped.assets_by_state.values())), 4),
     )
