@@ -3,6 +3,8 @@ intents out. The example strategy of docs/strategies.md is read from the page an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +14,8 @@ import msgspec
 import pytest
 
 from polybus.common.book_view import BookView
+from polybus.common.bus import MSG_ID_HEADER
+from polybus.common.bus.memory_bus import MemoryBus
 from polybus.common.events import (
     BookDelta,
     BookSnapshot,
@@ -25,12 +29,16 @@ from polybus.common.events import (
     Outcome,
     PositionSnapshot,
     RiskEvent,
+    execution_decoder,
 )
 from polybus.common.money import MICROS
+from polybus.common.streams import load_definitions
 from polybus.common.subjects import partition_of
 from polybus.strategy.api import Action, Cancel, Place, Report, Strategy
 from polybus.strategy.portfolio import LivePortfolio
 from polybus.strategy.runtime import IntentIds, StrategyRuntime
+from polybus.strategy.service import IntentPublisher
+from tests.conftest import STREAMS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 CONDITION = "0x" + "cd" * 32
@@ -464,3 +472,39 @@ def test_the_example_in_docs_strategies_md_joins_the_bid_and_follows_it() -> Non
 def test_id_parts_must_be_tokens(bad: str) -> None:
     with pytest.raises(ValueError, match="id part"):
         IntentIds(bad, "replica", 1)
+
+
+async def test_the_publisher_sends_reports_to_exec_and_intents_to_intent_in_order() -> None:
+    bus = MemoryBus()
+    await bus.apply(load_definitions(STREAMS_FILE))
+    publisher = IntentPublisher(bus, retry_interval_s=0.01)
+    task = asyncio.create_task(publisher.run())
+
+    class PlaceAndReport(Recorder):
+        def on_book(self, view: BookView, asset_id: str) -> Iterable[Action]:
+            return (
+                Report(kind="one_legged", limit="detected", detail="d", condition_id=CONDITION),
+                *super().on_book(view, asset_id),
+                Report(kind="one_legged", limit="gave_up", detail="no market"),
+            )
+
+    harness = Harness(PlaceAndReport)
+    publisher.submit(harness.book(YES, 400_000))
+    await publisher.flush()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    stored = {name: stream.messages for name, stream in bus.streams.items()}
+    [intent] = stored["INTENT"]
+    assert intent.subject == f"intent.recorder.{CONDITION}"
+    assert intent.headers[MSG_ID_HEADER] == "recorder.replica-a.1000.1"
+    assert [(m.subject, m.headers[MSG_ID_HEADER]) for m in stored["EXEC"]] == [
+        (f"exec.recorder.risk.{CONDITION}", "recorder.replica-a.1000.report.1"),
+        ("exec.recorder.risk._", "recorder.replica-a.1000.report.2"),
+    ]
+    reports = [execution_decoder.decode(m.data) for m in stored["EXEC"]]
+    assert [(r.kind, r.limit) for r in reports if isinstance(r, RiskEvent)] == [
+        ("one_legged", "detected"),
+        ("one_legged", "gave_up"),
+    ]
