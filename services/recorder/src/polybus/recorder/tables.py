@@ -150,9 +150,22 @@ _MARKET_DATA = ("asset_id", "condition_id", "seq", "epoch")
 _SOURCE = ("ts_event", "stream", "stream_seq", "part")
 
 
+def _require_fields(event_type: type[Event], stored: tuple[str, ...]) -> None:
+    """A table that lays out its columns by hand names the fields it stores; a field added
+    to the event and not here fails at import instead of vanishing from every row."""
+    missing = set(event_type.__struct_fields__) - set(stored)
+    if missing:
+        raise TypeError(f"{event_type.__name__} fields without a column: {sorted(missing)}")
+
+
 class BookSnapshotTable(EventTable):
     def __init__(self) -> None:
         super().__init__("book_snapshots", BookSnapshot)
+        _require_fields(
+            BookSnapshot,
+            ("event_id", "ts_event", "ts_init", "correlation_id", "causation_id",
+             *_MARKET_DATA, "tick_size", "min_order_size", "venue_hash", "bids", "asks"),
+        )  # fmt: skip
         self.columns = (
             *_SOURCE,
             *_ENVELOPE,
@@ -216,6 +229,11 @@ _LETTER_SIDE: dict[str, Any] = {"B": "BUY", "S": "SELL"}
 class BookDeltaTable(EventTable):
     def __init__(self) -> None:
         super().__init__("book_deltas", BookDelta)
+        _require_fields(
+            BookDelta,
+            ("event_id", "ts_event", "ts_init", "correlation_id", "causation_id",
+             *_MARKET_DATA, "best_bid", "best_ask", "changes"),
+        )  # fmt: skip
         self.columns = (
             *_SOURCE,
             *_ENVELOPE,
@@ -290,22 +308,13 @@ class MarketTable(EventTable):
         "ON CONFLICT (token_id) DO NOTHING"
     )
 
-    _PLAIN = (
-        "condition_id",
-        "question",
-        "slug",
-        "tick_size",
-        "min_order_size",
-        "neg_risk",
-        "neg_risk_market_id",
-        "fee_rate",
-        "fee_exponent",
-        "end_date_ns",
-        "active",
-        "closed",
-        "volume_24h",
-        "liquidity",
+    _PLAIN = tuple(
+        name
+        for name in MarketInfo.__struct_fields__
+        if name not in Event.__struct_fields__ and name != "outcomes"
     )
+    """Every field but the envelope and the outcomes, derived so a new field gets its column
+    (a missing column fails the insert loudly instead of dropping the field)."""
 
     def __init__(self) -> None:
         super().__init__("markets", MarketInfo)

@@ -1,6 +1,6 @@
--- The executor's additive event fields (issue 9): every field of an event has a column, so
--- nothing a service publishes is lost. Defaults equal the events' own defaults, so rows
--- recorded before the fields existed read back as the events they were.
+-- The executor's additive event fields and the market facts it trades by (issue 9): every
+-- field of an event has a column, so nothing a service publishes is lost. Defaults equal the
+-- events' own defaults, so rows recorded before the fields existed read back as they were.
 
 -- OrderIntent: the partition and lease revision it was made under (fencing, DESIGN §5).
 ALTER TABLE intents
@@ -18,3 +18,9 @@ ALTER TABLE positions
     ADD COLUMN fees                       BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN mark_price                 BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN unrealized_pnl             BIGINT NOT NULL DEFAULT 0;
+
+-- MarketInfo: the exchange its orders are signed for, and the neg-risk event's completeness.
+ALTER TABLE markets
+    ADD COLUMN exchange_version       TEXT    NOT NULL DEFAULT '2',
+    ADD COLUMN neg_risk_augmented     BOOLEAN NOT NULL DEFAULT false,
+    ADD COLUMN neg_risk_market_count  INTEGER NOT NULL DEFAULT 0;
