@@ -7,10 +7,9 @@ these tests (the config names a port nothing listens on): the executor must not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +39,7 @@ from polybus.common.streams import Definitions
 from polybus.common.subjects import partition_of
 from polybus.executor.service import run
 from tests.conftest import STREAMS_FILE, NatsServerInfo
-from tests.helpers import eventually
+from tests.helpers import eventually, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,15 +154,8 @@ class Execution:
         return next(e for e in self.orders(order_id) if e.status == status)
 
 
-@asynccontextmanager
-async def executor_running(config: Config) -> AsyncIterator[asyncio.Task[None]]:
-    service = asyncio.create_task(run(config))
-    try:
-        yield service
-    finally:
-        service.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
+def executor_running(config: Config) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running(run(config))
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ config, the --live flag or the key alone refuses to start, one line, exit 2."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from polybus.sim.config import SimSettings
 from polybus.sim.server import Simulator
 from polybus.sim.universe import SimMarket
 from tests.conftest import NatsServerInfo
-from tests.helpers import eventually
+from tests.helpers import eventually, running
 from tests.integration.test_executor_service import (
     STRATEGY,
     Execution,
@@ -166,15 +166,8 @@ async def test_live_orders_reach_the_simulator_once(
     assert len(sim.trading.matching.orders) == 1
 
 
-@contextlib.asynccontextmanager
-async def executor_running_live(config: Config) -> AsyncIterator[asyncio.Task[None]]:
-    service = asyncio.create_task(run(config, live=True))
-    try:
-        yield service
-    finally:
-        service.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
+def executor_running_live(config: Config) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running(run(config, live=True))
 
 
 async def test_a_killed_executor_loses_its_orders_to_the_heartbeat_and_reconciles_on_restart(

@@ -7,9 +7,8 @@ ingest leaves it (the executor tests' helpers)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +35,7 @@ from polybus.common.subjects import partition_of
 from polybus.strategy.api import Action, Place, Strategy
 from polybus.strategy.service import run
 from tests.conftest import NatsServerInfo
-from tests.helpers import eventually
+from tests.helpers import eventually, running
 from tests.integration.test_executor_service import (
     CONDITION,
     YES,
@@ -95,15 +94,8 @@ class Intents:
         self.seen.append(intent_decoder.decode(message.data))
 
 
-@asynccontextmanager
-async def strategy_running(config: Config) -> AsyncIterator[asyncio.Task[None]]:
-    service = asyncio.create_task(run(config, name=BuyOnce.name, strategy=BuyOnce))
-    try:
-        yield service
-    finally:
-        service.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await service
+def strategy_running(config: Config) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running(run(config, name=BuyOnce.name, strategy=BuyOnce))
 
 
 @pytest.fixture
