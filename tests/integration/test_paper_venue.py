@@ -150,8 +150,11 @@ async def test_marketable_orders_take_exactly_the_levels_the_venue_showed(
         # The venue's books did not move: paper orders never reach it.
         assert sim.book(market.yes) == (bids, asks)
         # What paper took stays taken: the same levels cannot fill a second FOK.
+        # Sized to at least the venue's 1 pUSD for a marketable order, whatever the level held,
+        # so it is refused for the liquidity, not for its size.
+        at_least_one_pusd = -(-MICROS * MICROS // asks[0][0] // 10_000) * 10_000
         [again] = await paper.venue.submit(
-            [order(market, "again", "BUY", asks[0][0], asks[0][1], "FOK")]
+            [order(market, "again", "BUY", asks[0][0], max(asks[0][1], at_least_one_pusd), "FOK")]
         )
         assert getattr(again, "reason", "") == "fok_not_filled", again
 
