@@ -54,7 +54,16 @@ async def run_tail(config: Path, *args: str) -> tuple[int, str, str]:
         sys.executable, "-m", "polybus.common.cli", "tail", *args, "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    except TimeoutError:
+        # Say what it printed, and leave no process or pipe behind for later tests to trip on.
+        process.kill()
+        stdout, stderr = await process.communicate()
+        raise AssertionError(
+            f"tail {' '.join(args)} still running after 30 s; printed {stdout.decode()!r}, "
+            f"logged {stderr.decode()[-2000:]!r}"
+        ) from None
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
 
