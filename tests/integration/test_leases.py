@@ -192,8 +192,10 @@ async def test_a_sigkilled_members_partitions_move_within_the_ttl(
         async with members(nats_server.url, bus.namespace, log) as group:
             await group.start("a")
             await group.start("b")
+            # Fair: all 16 held, nobody above its share of ceil(16 / 3) = 6. Which fair split
+            # it settles on ([4, 6, 6] or [5, 5, 6]) depends on how a and b race for the rest.
             await eventually(
-                lambda: sorted([*group.counts(), len(worker_holds(out))]) == [4, 6, 6],
+                lambda: sorted([*group.counts(), len(worker_holds(out))]) in ([4, 6, 6], [5, 5, 6]),
                 20,
                 "a fair split of three",
             )
