@@ -1,10 +1,12 @@
 """The live adapter against the simulator's CLOB: the official SDK signs, the simulator verifies
 and answers as the venue does. Orders are counted at the simulator; requests at a loopback
-proxy in front of it (which can also swallow an answer after forwarding the request)."""
+proxy in front of it (which can also swallow an answer after forwarding the request).
+Protocol V2 markets (domain "3") and smart-contract wallets (signature types 1-3) at the end."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +15,22 @@ import msgspec
 import pytest
 from aiohttp import web
 from eth_account import Account
+from polymarket._internal.wallet import (
+    derive_beacon_deposit_wallet_address,
+    derive_proxy_wallet_address,
+    derive_safe_wallet_address,
+)
+from polymarket.environments import PRODUCTION
 
 from polybus.common.config import Secret
 from polybus.common.money import MICROS
 from polybus.executor.live.adapter import LiveVenueSettings, PolymarketLiveVenue
-from polybus.executor.live.client import LiveAccount, create_client, private_environment
+from polybus.executor.live.client import (
+    LiveAccount,
+    SignatureType,
+    create_client,
+    private_environment,
+)
 from polybus.executor.live.limits import SignerLimits
 from polybus.executor.venue import (
     HeartbeatRejected,
@@ -32,6 +45,15 @@ from polybus.sim.server import Simulator
 from polybus.sim.universe import SimMarket
 
 PRIVATE_KEY = "0x" + "c3" * 32
+OWNER = Account.from_key(PRIVATE_KEY).address
+_DERIVATION = PRODUCTION._config.wallet_derivation
+WALLETS: dict[SignatureType, tuple[int, str]] = {
+    "POLY_PROXY": (1, derive_proxy_wallet_address(OWNER, _DERIVATION)),
+    "GNOSIS_SAFE": (2, derive_safe_wallet_address(OWNER, _DERIVATION)),
+    "POLY_1271": (3, derive_beacon_deposit_wallet_address(OWNER, _DERIVATION)),
+}
+"""Each smart-contract wallet type's number and the address the SDK derives for OWNER (the
+SDK infers the signature type from it)."""
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
 
 
@@ -117,7 +139,13 @@ def sim_clock() -> ManualClock:
 
 
 @pytest.fixture
-async def sim(sim_clock: ManualClock) -> AsyncIterator[Simulator]:
+def sim_overrides() -> dict[str, Any]:
+    """Simulator settings a test changes: ``@pytest.mark.parametrize("sim_overrides", ...)``."""
+    return {}
+
+
+@pytest.fixture
+async def sim(sim_clock: ManualClock, sim_overrides: dict[str, Any]) -> AsyncIterator[Simulator]:
     settings = SimSettings(
         port=0,
         seed=11,
@@ -131,6 +159,7 @@ async def sim(sim_clock: ManualClock) -> AsyncIterator[Simulator]:
         settlement_mined_ms=20,
         settlement_confirmed_ms=20,
     )
+    settings = msgspec.structs.replace(settings, **sim_overrides)
     async with Simulator(settings, clock=sim_clock) as simulator:
         yield simulator
 
@@ -146,12 +175,17 @@ def clock(sim_clock: ManualClock) -> SharedClock:
     return SharedClock(sim_clock)
 
 
-@pytest.fixture
-async def venue(proxy: RecordingProxy, clock: SharedClock) -> AsyncIterator[PolymarketLiveVenue]:
+@contextlib.asynccontextmanager
+async def live_venue(
+    proxy: RecordingProxy,
+    clock: SharedClock,
+    *,
+    wallet: str = OWNER,
+    signature_type: SignatureType = "EOA",
+) -> AsyncIterator[PolymarketLiveVenue]:
+    """The live adapter for OWNER's key trading for ``wallet``, through the proxy."""
     account = LiveAccount(
-        private_key=Secret(PRIVATE_KEY),
-        wallet=Account.from_key(PRIVATE_KEY).address,
-        signature_type="EOA",
+        private_key=Secret(PRIVATE_KEY), wallet=wallet, signature_type=signature_type
     )
     client = await create_client(account, private_environment(clob_url=proxy.url))
     adapter = PolymarketLiveVenue(
@@ -160,8 +194,16 @@ async def venue(proxy: RecordingProxy, clock: SharedClock) -> AsyncIterator[Poly
         clock=clock,
         settings=LiveVenueSettings(request_timeout_s=1.0, retry_budget_s=30.0),
     )
-    yield adapter
-    await adapter.aclose()
+    try:
+        yield adapter
+    finally:
+        await adapter.aclose()
+
+
+@pytest.fixture
+async def venue(proxy: RecordingProxy, clock: SharedClock) -> AsyncIterator[PolymarketLiveVenue]:
+    async with live_venue(proxy, clock) as adapter:
+        yield adapter
 
 
 def binary(sim: Simulator) -> SimMarket:
@@ -178,9 +220,19 @@ def order(market: SimMarket, **fields: Any) -> VenueOrder:
         "size": 10 * MICROS,
         "tick_size": market.tick_size,
         "neg_risk": market.neg_risk,
+        "exchange_version": "3" if market.protocol_v2 else "2",
     }
     values.update(fields)
     return VenueOrder(**values)
+
+
+def protocol_v2(sim: Simulator) -> SimMarket:
+    return next(m for m in sim.markets() if m.protocol_v2 and not m.neg_risk)
+
+
+def bid_size_at(sim: Simulator, market: SimMarket, price: int) -> int:
+    bids, _ = sim.book(market.yes)
+    return dict(bids).get(price, 0)
 
 
 def passive_bid(sim: Simulator, market: SimMarket) -> int:
@@ -438,14 +490,96 @@ async def test_the_heartbeat_chain_and_a_stale_id(venue: PolymarketLiveVenue) ->
     assert await venue.heartbeat(rejected.value.expected_id)
 
 
-@pytest.mark.skip(reason="the simulator verifies EIP-712 domain 2 only (no ExchangeV3 domain 3)")
-async def test_protocol_v2_markets_are_signed_in_domain_3() -> None:
-    """Needs the simulator's verifier to know ExchangeV3; the adapter already refuses an order
-    whose exchange version disagrees with its asset id (unit tests)."""
+# -- exchange versions and wallets ---------------------------------------------------------------
+PROTOCOL_V2 = pytest.mark.parametrize("sim_overrides", [{"protocol_v2_markets": 1}], ids=["v2"])
 
 
-@pytest.mark.skip(
-    reason="the simulator does not verify POLY_1271 (ERC-1271 deposit wallet) signatures"
-)
-async def test_poly_1271_deposit_wallet_orders_are_accepted() -> None:
-    """Needs POLY_1271 verification in the simulator."""
+@PROTOCOL_V2
+async def test_protocol_v2_markets_are_signed_in_domain_3(
+    sim: Simulator, venue: PolymarketLiveVenue, proxy: RecordingProxy
+) -> None:
+    market = protocol_v2(sim)
+    book, _ = sim.exchange.tokens[market.yes]
+    assert book.protocol_v2  # the simulator verifies its orders against ExchangeV3, domain "3"
+    price = passive_bid(sim, market)
+    before = bid_size_at(sim, market, price)
+    [result] = await venue.submit([order(market, price=price)])
+    assert isinstance(result, SubmitAccepted), result
+    assert result.venue_status == "live"
+    assert list(sim.trading.matching.orders) == [result.venue_order_id]
+    resting = sim.trading.matching.orders[result.venue_order_id]
+    assert (resting.status, resting.resting, resting.asset_id) == ("LIVE", True, market.yes)
+    assert bid_size_at(sim, market, price) == before + 10 * MICROS
+    assert proxy.count("POST", "/orders") == 1
+
+    # Our own digest of a domain-"3" order is the venue's id: an unknown outcome is findable.
+    proxy.drops["/orders"] = "abort"
+    [unknown] = await venue.submit([order(market, client_order_id="lost", price=price)])
+    assert isinstance(unknown, SubmitUnknown), unknown
+    assert unknown.venue_order_id in sim.trading.matching.orders
+    assert unknown.venue_order_id != result.venue_order_id
+    assert len(sim.trading.matching.orders) == 2
+
+
+@PROTOCOL_V2
+async def test_a_protocol_v2_order_for_the_wrong_exchange_version_is_refused(
+    sim: Simulator, venue: PolymarketLiveVenue, proxy: RecordingProxy
+) -> None:
+    market = protocol_v2(sim)
+    price = passive_bid(sim, market)
+    # Market data saying domain "2" for a position id: the adapter refuses it, nothing is sent.
+    [mismatch] = await venue.submit([order(market, price=price, exchange_version="2")])
+    assert isinstance(mismatch, SubmitRejected), mismatch
+    assert mismatch.reason == "exchange_version_mismatch", mismatch
+    assert proxy.count("POST", "/orders") == 0
+    # The venue listing the market on CTFExchangeV2 instead: our domain-"3" signature does
+    # not recover there, and the simulator says so.
+    book, _ = sim.exchange.tokens[market.yes]
+    book.protocol_v2 = False
+    [refused] = await venue.submit([order(market, client_order_id="i2", price=price)])
+    assert isinstance(refused, SubmitRejected), refused
+    assert refused.reason == "invalid_signature", refused
+    assert proxy.count("POST", "/orders") == 1
+    assert sim.trading.matching.orders == {}
+
+
+WALLET_TYPES = pytest.mark.parametrize("signature_type", list(WALLETS))
+
+
+@WALLET_TYPES
+async def test_poly_1271_deposit_wallet_orders_are_accepted(
+    sim: Simulator, proxy: RecordingProxy, clock: SharedClock, signature_type: SignatureType
+) -> None:
+    """Deposit wallets (and proxy wallets and Safes) owned by our key: the SDK signs for the
+    wallet (ERC-7739 for POLY_1271), the simulator verifies it and books the wallet as maker."""
+    number, wallet = WALLETS[signature_type]
+    sim.trading.wallets.deploy(address=wallet, owner=OWNER, signature_type=number)
+    market = binary(sim)
+    async with live_venue(proxy, clock, wallet=wallet, signature_type=signature_type) as venue:
+        [result] = await venue.submit([order(market, price=passive_bid(sim, market))])
+    assert isinstance(result, SubmitAccepted), result
+    assert list(sim.trading.matching.orders) == [result.venue_order_id]
+    placed = sim.trading.matching.orders[result.venue_order_id]
+    assert (placed.status, placed.maker_address) == ("LIVE", wallet.lower())
+
+
+@WALLET_TYPES
+async def test_a_wallet_not_deployed_or_owned_by_another_key_is_refused(
+    sim: Simulator, proxy: RecordingProxy, clock: SharedClock, signature_type: SignatureType
+) -> None:
+    """The venue's answers are "the order signer address has to be the address of the API KEY"
+    (POLY_1271: the signer is the wallet) and "maker address not allowed" (proxy, Safe): both
+    ``signer_mismatch`` (VENUE H20), not a bad signature — the signature itself is fine."""
+    number, wallet = WALLETS[signature_type]
+    market = binary(sim)
+    async with live_venue(proxy, clock, wallet=wallet, signature_type=signature_type) as venue:
+        [undeployed] = await venue.submit([order(market, price=passive_bid(sim, market))])
+        sim.trading.wallets.deploy(address=wallet, owner="0x" + "11" * 20, signature_type=number)
+        [foreign] = await venue.submit(
+            [order(market, client_order_id="i2", price=passive_bid(sim, market))]
+        )
+    for result in (undeployed, foreign):
+        assert isinstance(result, SubmitRejected), result
+        assert result.reason == "signer_mismatch", result
+    assert proxy.count("POST", "/orders") == 2
+    assert sim.trading.matching.orders == {}
