@@ -25,6 +25,7 @@ from polybus.common.book_view import BookView
 from polybus.common.events import Event, OrderEvent, OrderIntent, OrderStatus, RiskEvent
 from polybus.common.halt import HaltState
 from polybus.common.positions import PositionBook
+from polybus.executor import metrics
 from polybus.executor.intake import IntentRegistry, read_intent
 from polybus.executor.live.client import exchange_version_of
 from polybus.executor.orders import IllegalTransition, OrderLedger, WorkingOrder, reject_intent
@@ -194,6 +195,7 @@ class Executor:
     ) -> None:
         now = self._clock()
         order_id = intent.intent_id
+        metrics.submit_answered(intent.strategy_id, order_id, result)
         if isinstance(result, SubmitAccepted):
             await self._transition(order_id, "accepted", now, venue_order_id=result.venue_order_id)
             if result.venue_status != "matched" and self.on_order_live is not None:

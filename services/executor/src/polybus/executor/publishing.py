@@ -28,6 +28,7 @@ from polybus.common.events import (
     RiskEvent,
 )
 from polybus.common.subjects import ExecutionKind, Subjects
+from polybus.executor import metrics
 
 _log = structlog.get_logger("polybus.executor.publishing")
 
@@ -73,6 +74,7 @@ class ExecutionPublisher:
         for event in events:
             await self._publish_one(event)
             self.published += 1
+            metrics.published(event)
 
     async def _publish_one(self, event: ExecutionEvent) -> None:
         subject = self.subject(event)

@@ -43,6 +43,7 @@ from polybus.common.events import (
     RiskEvent,
 )
 from polybus.common.subjects import partition_of
+from polybus.strategy import metrics
 from polybus.strategy.api import Action, Cancel, Place, Report, Strategy, WorkingOrder
 from polybus.strategy.portfolio import LivePortfolio
 
@@ -187,6 +188,7 @@ class StrategyRuntime:
             return []
         self._fills_seen.add(key)
         self.stats.fills += 1
+        metrics.FILLS.labels(self.strategy_id).inc()
         if self.halted:
             return []
         return self._run_hook(lambda: self.strategy.on_fill(event))
@@ -202,6 +204,7 @@ class StrategyRuntime:
             return []
         was = self.halted
         self._scope.halts[scope] = halted
+        metrics.HALTED.labels(self.strategy_id).set(int(self.halted))
         if self.halted and not was:
             _log.info("strategy.halted", strategy_id=self.strategy_id, scope=scope or "all")
             return self._cancel_all(self.portfolio.working(), "halted")
@@ -211,6 +214,7 @@ class StrategyRuntime:
 
     def on_partition_acquired(self, partition: int, revision: int) -> None:
         self._scope.held[partition] = revision
+        metrics.holding(self.strategy_id, len(self._scope.held), "acquired")
 
     def on_partition_lost(self, partition: int) -> list[OrderIntent]:
         """Cancels for every working order in ``partition``, made under its last revision; the
@@ -222,6 +226,7 @@ class StrategyRuntime:
         ]
         intents = self._cancel_all(orders, "partition_lost")
         self._scope.held.pop(partition, None)
+        metrics.holding(self.strategy_id, len(self._scope.held), "lost")
         return intents
 
     # -- partitions --------------------------------------------------------------------------
@@ -249,6 +254,7 @@ class StrategyRuntime:
         except Exception:
             # A bug in the strategy must not stop the runtime cancelling and following books.
             self.stats.hook_failures += 1
+            metrics.HOOK_FAILURES.labels(self.strategy_id).inc()
             _log.exception("strategy.hook_failed", strategy_id=self.strategy_id)
             return []
         return self.intents_for(actions)
@@ -266,6 +272,7 @@ class StrategyRuntime:
 
     def _report(self, report: Report) -> RiskEvent:
         self.stats.reports += 1
+        metrics.REPORTS.labels(self.strategy_id, report.kind).inc()
         now = self.clock()
         _log.info(
             "strategy.reported",
@@ -323,10 +330,12 @@ class StrategyRuntime:
             lease_revision=revision,
         )
         self.portfolio.placed(intent)
+        metrics.placed(intent, self.view)
         return intent
 
     def _drop(self, place: Place, refusal: str) -> None:
         self.stats.dropped_places += 1
+        metrics.DROPPED_PLACES.labels(self.strategy_id, refusal).inc()
         _log.info(
             "strategy.place_dropped",
             strategy_id=self.strategy_id,
@@ -349,6 +358,7 @@ class StrategyRuntime:
 
     def _cancel_order(self, order: WorkingOrder, reason: str) -> OrderIntent:
         self._cancelling.add(order.order_id)
+        metrics.INTENTS.labels(self.strategy_id, "cancel").inc()
         partition = self.partition_of_market(order.condition_id)
         intent_id, now = self._next_id()
         return OrderIntent(

@@ -36,6 +36,7 @@ from polymarket.models.clob.orders import MarketOrderType, SignedOrder
 
 from polybus.common.money import decimal_micros, format_micros, notional
 from polybus.common.polymarket.clob import PolymarketApiCredentials
+from polybus.executor import metrics
 from polybus.executor.live.client import (
     LiveAccount,
     SdkMarkets,
@@ -425,7 +426,10 @@ class PolymarketLiveVenue:
         attempt = 0
         while True:
             if bucket is not None:
+                started = self._clock.monotonic()
                 await bucket.take(cost)
+                name = "order" if bucket is self._limits.orders else "cancel"
+                metrics.throttle_wait(name, self._clock.monotonic() - started)
             try:
                 async with asyncio.timeout(self._settings.request_timeout_s):
                     return await request()
@@ -442,6 +446,7 @@ class PolymarketLiveVenue:
                 _log.warning("venue.retry_budget_spent", reason=answer.reason, attempts=attempt)
                 return dataclasses.replace(answer, kind="rejected")
             _log.info("venue.retry", reason=answer.reason, delay_s=round(delay, 3))
+            metrics.VENUE_RETRIES.labels(answer.reason).inc()
             attempt += 1
             await self._clock.sleep(delay)
             if answer.restriction == "engine_restarting":
