@@ -140,6 +140,8 @@ async def test_last_per_subject_gives_the_latest_message_per_subject_in_stream_o
         (subjects.market(4, "c"), "m1"),
     ]
     assert await target.last_per_subject("NO_SUCH_STREAM", filters) == []
+    # A feed of no partitions (a replica holding none yet) asks for no subjects.
+    assert await target.last_per_subject("MD", []) == []
 
 
 # -- the view on a real ingest -----------------------------------------------------------------

@@ -32,6 +32,7 @@ from polybus.common.events import (
     execution_decoder,
 )
 from polybus.common.halt import set_halt
+from polybus.common.leases import LeaseKeeper, NatsLeaseStore, strategy_group
 from polybus.common.money import MICROS
 from polybus.common.plugins import discover_plugins, section_types
 from polybus.common.runtime import now_ns
@@ -318,3 +319,52 @@ async def test_halt_cancels_open_orders_and_refuses_intents_until_resume(
     halts = [e for e in execution.of_type(RiskEvent) if e.kind == "halt"]
     assert halts
     assert all(e.strategy_id == STRATEGY and e.limit == "halted" for e in halts)
+
+
+async def test_an_intent_is_taken_only_under_its_partitions_current_lease(
+    execution: Execution, config: Config, bus: NatsBus
+) -> None:
+    """Fencing (DESIGN §5): replica A's lease moves to B; A's intents are refused from then on,
+    B's are taken, and a token no lease ever had is refused."""
+    store = await NatsLeaseStore.open(bus.js, bus.namespace)
+    group = strategy_group(STRATEGY)
+    partition = partition_of(CONDITION, 16)
+    first = LeaseKeeper(store, group=group, member="replica-a", partitions=16)
+    await first.step()
+    token_a = first.token(partition)
+    assert token_a
+    under_a = intent(price=380_000, partition=partition, lease_revision=token_a)
+    invented = intent(price=380_000, partition=partition, lease_revision=token_a + 1_000)
+    async with executor_running(config):
+        await execution.send(under_a)
+        await execution.status(under_a.intent_id, "accepted")
+        await execution.send(invented)
+        assert (await execution.status(invented.intent_id, "rejected")).reason == "stale_lease"
+
+        await first.release_all()
+        second = LeaseKeeper(store, group=group, member="replica-b", partitions=16)
+        await second.step()
+        token_b = second.token(partition)
+        assert token_b is not None
+        assert token_b > token_a
+        # B's first intent arrives before the executor's watch may have seen B's lease.
+        under_b = intent(price=370_000, partition=partition, lease_revision=token_b)
+        late_a = intent(price=360_000, partition=partition, lease_revision=token_a)
+        await execution.send(under_b)
+        await execution.send(late_a)
+        await execution.status(under_b.intent_id, "accepted")
+        refused = await execution.status(late_a.intent_id, "rejected")
+        # Cancels are never fenced: the old holder can always take its orders off.
+        cancel = intent(
+            action="cancel",
+            target_intent_id=under_a.intent_id,
+            price=0,
+            size=0,
+            partition=partition,
+            lease_revision=token_a,
+        )
+        await execution.send(cancel)
+        await execution.status(under_a.intent_id, "canceled")
+        await second.release_all()
+    assert refused.reason == "stale_lease"
+    assert str(token_a) in refused.detail

@@ -144,7 +144,8 @@ async def test_intents_become_paper_fills_that_come_back_as_on_fill_and_position
     (placed,) = intents.seen
     assert placed.intent_id.startswith("buy_once.")
     assert (placed.action, placed.price, placed.size) == ("place", 410_000, 5 * MICROS)
-    assert placed.lease_revision == 0
+    # Made under the partition's lease (on by default), and the executor's fence took it.
+    assert placed.lease_revision > 0
     assert {fill.order_id for fill in strategy.fills} == {placed.intent_id}
     assert "filled" in execution.statuses(placed.intent_id)
     assert strategy.portfolio.working() == []
@@ -166,7 +167,8 @@ async def test_a_restarted_strategy_rebuilds_its_position_from_exec_before_it_ac
             # The book seen again; still one order: the rebuilt position says so.
             await execution.bus.flush()
 
-    assert len(intents.seen) == 1
+    # One order; a cancel of it may follow at the stop (a clean stop pulls working orders).
+    assert [i.action for i in intents.seen if i.action != "cancel"] == ["place"]
     assert second.fills == []  # history is state, not news
 
 
@@ -190,7 +192,8 @@ async def test_halt_at_start_keeps_the_strategy_silent_until_resume(
             return bool(intents.seen)
 
         await eventually(acted, WAIT_S, "an intent after resume", poll=0.1)
-    assert len(intents.seen) == 1
+    # One order; a cancel of it may follow at the stop (a clean stop pulls working orders).
+    assert [i.action for i in intents.seen if i.action != "cancel"] == ["place"]
 
 
 async def publish_delta(bus: NatsBus, *, seq: int) -> None:

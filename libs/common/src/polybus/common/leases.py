@@ -110,6 +110,11 @@ class LeaseStore(Protocol):
     async def put(self, key: str, value: bytes) -> int: ...
 
 
+def strategy_group(strategy_id: str) -> str:
+    """The lease group of one strategy's replicas (the executor fences its intents by it)."""
+    return f"strategy.{strategy_id}"
+
+
 def partition_key(group: str, partition: int) -> str:
     return f"{group}.partition.{partition}"
 

@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
@@ -236,10 +237,21 @@ class ServiceRuntime:
         error = task.exception()
         if error is not None:
             metrics.SERVICE_TASK_FAILURES.labels(self.service).inc()
-            self.log.error(
-                "service.task_failed", task=task.get_name(), exc_info=(type(error), error, None)
-            )
+            # Stop first: nothing in the logging below may keep a broken service running.
             self.request_stop(f"task {task.get_name()} failed")
+            try:
+                self.log.error(
+                    "service.task_failed", task=task.get_name(), exc_info=(type(error), error, None)
+                )
+            except TypeError:
+                # rich's traceback renderer hashes the exceptions of a group, and some are not
+                # hashable (nats-py's APIError defines __eq__ only).
+                self.log.error(
+                    "service.task_failed",
+                    task=task.get_name(),
+                    error=repr(error),
+                    traceback="".join(traceback.format_exception(error)),
+                )
 
     # -- health ------------------------------------------------------------------------------
     def add_health_check(self, name: str, check: HealthCheck) -> None:

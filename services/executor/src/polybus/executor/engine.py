@@ -26,6 +26,7 @@ from polybus.common.events import Event, OrderEvent, OrderIntent, OrderStatus, R
 from polybus.common.halt import HaltState
 from polybus.common.positions import PositionBook
 from polybus.executor import metrics
+from polybus.executor.fencing import LeaseFence
 from polybus.executor.intake import IntentRegistry, read_intent
 from polybus.executor.live.client import exchange_version_of
 from polybus.executor.orders import IllegalTransition, OrderLedger, WorkingOrder, reject_intent
@@ -84,6 +85,7 @@ class Executor:
         ledger: OrderLedger | None = None,
         positions: PositionBook | None = None,
         trip_halt: Callable[[str, str], object] | None = None,
+        fence: LeaseFence | None = None,
         clock: Clock = time.time_ns,
     ) -> None:
         self.venue = venue
@@ -97,6 +99,9 @@ class Executor:
         self.lock = asyncio.Lock()
         self.duplicates = 0
         self._trip_halt = trip_halt
+        self.fence = fence
+        """Where the current lease of an intent's partition is read (None: no intent made
+        under a lease is taken)."""
         self._clock = clock
         self._snapshots = 0
         self.on_order_live: Callable[[], None] | None = None
@@ -141,6 +146,9 @@ class Executor:
                 [reject_intent(intent, "halted", self.submissions_blocked, now)]
             )
             return
+        lease = None
+        if intent.lease_revision and self.fence is not None:
+            lease = await self.fence.current(intent)
         decision = self.gate.check(
             intent,
             market=self.market_state(intent.asset_id),
@@ -148,6 +156,7 @@ class Executor:
             positions=self.positions,
             marks=self.marks(),
             now_ns=now,
+            lease_revision=lease,
         )
         await self.publisher.publish(decision.events)
         if not decision.accepted:

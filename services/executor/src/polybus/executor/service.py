@@ -9,7 +9,8 @@ Start-up, in this order, before the first intent is taken:
 4. the ledger and positions rebuilt from the executor's own history on EXEC
    (:mod:`polybus.executor.state`), then squared with the venue: live, reconciliation; paper,
    its orders died with the process, so the ones that were open are reported ``canceled``;
-5. the halt switches from the ``HALT`` bucket.
+5. the halt switches from the ``HALT`` bucket, and the watch of the strategies' partition
+   leases (``LEASES``) that fences their intents (:mod:`polybus.executor.fencing`).
 
 Then three owned tasks: the INTENT consumer (durable ``executor``, explicit ack after the
 events are stored), the venue's reports, and the halt watch. Nothing here needs PostgreSQL.
@@ -29,9 +30,11 @@ from polybus.common.book_view import BookFeed, BookView
 from polybus.common.bus import Delivery, consume
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
+from polybus.common.leases import NatsLeaseStore
 from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.executor.config import ExecutorSettings
 from polybus.executor.engine import Executor
+from polybus.executor.fencing import LeaseFence
 from polybus.executor.halt import HaltFollower, trip
 from polybus.executor.heartbeat import Heartbeat
 from polybus.executor.intake import INTENTS_BUCKET, KvIntentRegistry
@@ -169,6 +172,9 @@ async def _start(
     async def trip_halt(strategy_id: str, reason: str) -> None:
         await trip(bus.js, namespace, strategy_id, reason)
 
+    leases = await runtime.until_stopped(NatsLeaseStore.open(bus.js, namespace))
+    fence = LeaseFence(leases)
+    runtime.spawn(fence.follow(leases.kv), name="lease_fence")
     executor = Executor(
         venue=venue,
         view=view,
@@ -176,6 +182,7 @@ async def _start(
         gate=RiskGate(settings.risk),
         publisher=ExecutionPublisher(bus, stop=runtime.stop_event),
         trip_halt=trip_halt,
+        fence=fence,
     )
     await runtime.until_stopped(
         rebuild_state(bus.js, namespace, executor.ledger, executor.positions)

@@ -40,9 +40,10 @@ class StrategyServiceSettings(ServiceSettings, frozen=True):
     rebuild_idle_timeout_s: PositiveSeconds = 5.0
     """How long the EXEC rebuild waits for the next message before it gives up (exit 1)."""
     book_warm_start_timeout_s: PositiveSeconds = 15.0
-    partition_leases: bool = False
-    """Split the partitions between the replicas with leases (``LEASES`` bucket); needs the
-    executor to fence by lease revision. Off: each replica owns every partition (run one)."""
+    partition_leases: bool = True
+    """Split the partitions between the replicas with leases (``LEASES`` bucket); the executor
+    fences every intent by its lease. Off: the replica owns every partition, unfenced (run
+    exactly one; for a bus without the bucket)."""
 
 
 class StrategyRuntimeKeys(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

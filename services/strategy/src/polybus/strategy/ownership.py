@@ -32,6 +32,11 @@ class PartitionOwnership(Protocol):
         """Keep the leases (renew, take, give up) until cancelled."""
         ...
 
+    async def release(self) -> None:
+        """A clean stop (after ``run`` was cancelled): ``on_lost`` for every partition, then
+        give them up at once, so the other replicas need not wait out the TTL."""
+        ...
+
 
 class SingleReplicaOwnership:
     """This replica owns every partition, unfenced (revision 0), for as long as it runs."""
@@ -45,6 +50,9 @@ class SingleReplicaOwnership:
 
     async def run(self) -> None:
         await asyncio.Event().wait()
+
+    async def release(self) -> None:
+        """Nothing to hand over: no other replica takes these partitions."""
 
 
 class LeaseOwnership:
@@ -73,3 +81,7 @@ class LeaseOwnership:
         if self.keeper is None:
             raise RuntimeError("LeaseOwnership.run before start")
         await self.keeper.run()
+
+    async def release(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.release_all()

@@ -212,9 +212,19 @@ class StrategyRuntime:
             _log.info("strategy.resumed", strategy_id=self.strategy_id)
         return []
 
-    def on_partition_acquired(self, partition: int, revision: int) -> None:
+    def on_partition_acquired(self, partition: int, revision: int) -> list[OrderIntent]:
+        """Cancels for the working orders found in ``partition``: left by a replica that died
+        holding it (or by this strategy before a restart), so nobody drives them. They go out
+        before anything new there. A market whose ``MarketInfo`` is not in the view yet is
+        placed by its own condition id (a neg-risk market's group is not known then)."""
         self._scope.held[partition] = revision
         metrics.holding(self.strategy_id, len(self._scope.held), "acquired")
+        orders = [
+            order
+            for order in self.portfolio.working()
+            if self.partition_of_market(order.condition_id) == partition
+        ]
+        return self._cancel_all(orders, "partition_inherited")
 
     def on_partition_lost(self, partition: int) -> list[OrderIntent]:
         """Cancels for every working order in ``partition``, made under its last revision; the

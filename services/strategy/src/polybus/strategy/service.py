@@ -38,7 +38,7 @@ from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config
 from polybus.common.events import DecodeError, OrderIntent, execution_decoder
 from polybus.common.halt import HaltFollower, HaltState
-from polybus.common.leases import NatsLeaseStore, new_member_id
+from polybus.common.leases import NatsLeaseStore, new_member_id, strategy_group
 from polybus.common.runtime import ServiceRuntime, ServiceStopped
 from polybus.strategy.api import Strategy
 from polybus.strategy.config import StrategyServiceSettings, configured, runtime_keys
@@ -55,6 +55,9 @@ _log = structlog.get_logger("polybus.strategy")
 
 EXEC_STREAM = "EXEC"
 NO_MARKET = "_"
+HAND_OVER_TIMEOUT_S = 0.5
+"""Each step of a clean stop's hand-over (stop renewing; cancels stored and leases given up):
+the whole stop must stay inside 2 s."""
 """The subject token of a report about no one market (the executor's convention too)."""
 
 
@@ -182,7 +185,7 @@ async def run(
                 _ownership(bus, name, replica_token, config.deployment.bus.partitions, settings)
             )
         core.start()
-        await _own_partitions(service, bus, core, publisher, owner, settings)
+        keeping = await _own_partitions(service, bus, core, publisher, owner, settings)
         service.spawn(halts.run(), name="halts")
         service.spawn(_timer(service, core, publisher, timer_interval_s), name="timer")
         service.add_health_check("halt", lambda: (not core.halted, "halted" if core.halted else ""))
@@ -193,7 +196,10 @@ async def run(
             working=len(portfolio.working()),
             partitions=len(core.held()),
         )
-        await service.wait()
+        try:
+            await service.wait()
+        finally:  # also when cancelled
+            await _hand_over(owner, keeping)
 
 
 async def _ownership(
@@ -203,7 +209,7 @@ async def _ownership(
         return SingleReplicaOwnership(partitions)
     store = await NatsLeaseStore.open(bus.js, bus.namespace)
     return LeaseOwnership(
-        store, group=f"strategy.{name}", member=new_member_id(member), partitions=partitions
+        store, group=strategy_group(name), member=new_member_id(member), partitions=partitions
     )
 
 
@@ -274,8 +280,9 @@ async def _own_partitions(
     publisher: IntentPublisher,
     ownership: PartitionOwnership,
     settings: StrategyServiceSettings,
-) -> None:
-    """Follow the partitions this replica holds; the book feed covers exactly those."""
+) -> list[asyncio.Task[None]]:
+    """Follow the partitions this replica holds; the book feed covers exactly those. Returns
+    the tasks that follow the books and keep the ownership."""
     feed_task: asyncio.Task[None] | None = None
     changed = asyncio.Event()
 
@@ -287,7 +294,7 @@ async def _own_partitions(
             publisher.submit(core.on_untradeable(asset_id))
 
     async def on_acquired(partition: int, revision: int) -> None:
-        core.on_partition_acquired(partition, revision)
+        publisher.submit(core.on_partition_acquired(partition, revision))
         changed.set()
 
     async def on_lost(partition: int) -> None:
@@ -319,8 +326,23 @@ async def _own_partitions(
                     await feed_task
 
     await service.until_stopped(ownership.start(on_acquired, on_lost))
-    service.spawn(ownership.run(), name="ownership")
-    service.spawn(follow_books(), name="books")
+    return [
+        service.spawn(follow_books(), name="books"),
+        service.spawn(ownership.run(), name="ownership"),
+    ]
+
+
+async def _hand_over(ownership: PartitionOwnership, tasks: list[asyncio.Task[None]]) -> None:
+    """On a clean stop, before the runtime cancels the publisher: stop following books and
+    renewing, cancel the working orders and give the partitions up, so the other replicas take
+    them at once instead of after the TTL. Bounded: with NATS away the leases simply expire."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=HAND_OVER_TIMEOUT_S)
+    try:
+        await asyncio.wait_for(ownership.release(), HAND_OVER_TIMEOUT_S)
+    except Exception as error:  # the TTL hands them over instead
+        _log.warning("strategy.hand_over_failed", error=repr(error))
 
 
 async def _timer(

@@ -35,6 +35,8 @@ async def last_per_subject(
     In stream order; [] when the stream does not exist. Raises :class:`TimeoutError` when the
     server did not deliver them all within ``timeout``.
     """
+    if not subjects:
+        return []  # the server refuses a last-per-subject consumer without a filter
     js = nc.jetstream()
     name = f"last_{uuid.uuid4().hex}"
     config = api.ConsumerConfig(
