@@ -74,13 +74,15 @@ def test_drops_reports_hook_failures_and_halts_are_counted() -> None:
         )
 
     harness = Harness(Metered)
+    strategy = harness.strategy
+    assert isinstance(strategy, Metered)
     reports, failures, cancels = counts()
     [working] = harness.book(YES, 400_000)
 
     harness.book(NO, 300_000)
-    harness.strategy.fail = True
+    strategy.fail = True
     harness.book(YES, 410_000, seq=2)
-    harness.strategy.fail = False
+    strategy.fail = False
     harness.runtime.set_halt("", halted=True)
 
     assert counts() == (reports + 1, failures + 1, cancels + 1)  # the halt cancels `working`
