@@ -10,6 +10,7 @@ dashboard reading only metrics the services export; the secrets each going only 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -221,6 +222,52 @@ def test_a_typo_in_a_command_would_be_caught(cli: typer.Typer) -> None:
         parse(cli, ["stratgy", "--name", "x"])
     with pytest.raises(Exception, match="--nme"):
         parse(cli, ["strategy", "--nme", "x"])
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path (relative to deploy/) of a service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            found[target] = source
+    return found
+
+
+def test_each_service_mounts_its_config_file_and_no_secret(
+    compose: dict[str, Any], override: dict[str, Any]
+) -> None:
+    secret_files = {
+        (DEPLOY / secret["file"]).resolve()
+        for document in (compose, override)
+        for secret in document["secrets"].values()
+    }
+    for document in (compose, override):
+        for name, argv in polybus_services(document).items():
+            service = {**compose["services"].get(name, {}), **document["services"][name]}
+            mounted = {**mounts(compose["services"].get(name, {})), **mounts(service)}
+            config = argv[argv.index("--config") + 1]
+            assert (DEPLOY / mounted[config]).resolve() == local_config(argv), name
+            for source in mounted.values():
+                host = (DEPLOY / source).resolve()
+                assert host.is_file(), f"{name} mounts {source}, not one file"
+                assert host not in secret_files, f"{name} mounts the secret {source}"
+                assert host != REPO / "config", f"{name} mounts config/ with its secrets"
+
+
+def test_no_secret_goes_into_the_image(compose: dict[str, Any], override: dict[str, Any]) -> None:
+    # deploy/Dockerfile copies config/ into the image; the build context's .dockerignore must
+    # keep out every file a compose secret is read from.
+    ignored = [
+        line
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith(("#", "!"))
+    ]
+    for document in (compose, override):
+        for secret in document["secrets"].values():
+            path = (DEPLOY / secret["file"]).resolve().relative_to(REPO).as_posix()
+            assert any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
+    assert "COPY config /config" in (DEPLOY / "Dockerfile").read_text()
 
 
 def test_every_mounted_config_passes_polybus_config_check(
