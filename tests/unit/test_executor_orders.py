@@ -146,3 +146,17 @@ def test_a_refused_intent_becomes_a_rejected_event_naming_the_reason() -> None:
     assert (event.order_id, event.status, event.reason) == ("i1", "rejected", "off_tick")
     assert event.detail == "price 0.455 is not on tick 0.01"
     assert event.causation_id == "e-i1"
+
+
+def test_a_restored_order_is_open_until_its_terminal_event_is_restored() -> None:
+    source = submitted()
+    events = [
+        source.transition("i1", "accepted", 11, venue_order_id="0xv"),
+        source.transition("i1", "canceled", 12),
+    ]
+    rebuilt = OrderLedger()
+    rebuilt.restore(events[0])
+    assert [order.order_id for order in rebuilt.open_orders()] == ["i1"]
+    rebuilt.restore(events[1])
+    assert list(rebuilt.open_orders()) == []
+    assert rebuilt.get("i1").status == "canceled"

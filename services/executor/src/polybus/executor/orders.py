@@ -91,6 +91,8 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self._orders: dict[str, WorkingOrder] = {}
+        self._open: dict[str, WorkingOrder] = {}
+        """The open ones: every risk check sums them, and finished orders are kept."""
         self._by_venue_id: dict[str, str] = {}
 
     def __contains__(self, order_id: object) -> bool:
@@ -114,8 +116,8 @@ class OrderLedger:
 
     def open_orders(self, strategy_id: str | None = None) -> Iterator[WorkingOrder]:
         """Orders that may rest at the venue, of one strategy or of all."""
-        for order in self._orders.values():
-            if order.is_open and (strategy_id is None or order.strategy_id == strategy_id):
+        for order in list(self._open.values()):
+            if strategy_id is None or order.strategy_id == strategy_id:
                 yield order
 
     def submit(self, intent: OrderIntent, now_ns: int) -> OrderEvent:
@@ -136,6 +138,7 @@ class OrderLedger:
             created_ns=now_ns,
         )
         self._orders[order.order_id] = order
+        self._index(order)
         return self._event(order, now_ns, causation_id=intent.event_id, reason=intent.reason)
 
     def transition(
@@ -173,6 +176,7 @@ class OrderLedger:
             raise IllegalTransition(f"order {order_id!r}: already {status} with {filled}")
         order.status = status
         order.filled_size = filled
+        self._index(order)
         if venue_order_id:
             order.venue_order_id = venue_order_id
             self._by_venue_id[venue_order_id] = order_id
@@ -196,7 +200,7 @@ class OrderLedger:
         terminal order stays terminal. Produces no event: it was published already."""
         order = self._orders.get(event.order_id)
         if order is None:
-            self._orders[event.order_id] = WorkingOrder(
+            order = self._orders[event.order_id] = WorkingOrder(
                 order_id=event.order_id,
                 strategy_id=event.strategy_id,
                 condition_id=event.condition_id,
@@ -213,6 +217,7 @@ class OrderLedger:
                 filled_size=event.filled_size,
                 venue_order_id=event.venue_order_id,
             )
+            self._index(order)
             if event.venue_order_id:
                 self._by_venue_id[event.venue_order_id] = event.order_id
             return
@@ -220,6 +225,7 @@ class OrderLedger:
             return
         order.status = event.status
         order.filled_size = max(order.filled_size, event.filled_size)
+        self._index(order)
         if event.venue_order_id:
             order.venue_order_id = event.venue_order_id
             self._by_venue_id[event.venue_order_id] = event.order_id
@@ -231,6 +237,12 @@ class OrderLedger:
             raise IllegalTransition(f"order {order_id!r} is still {order.status}")
         del self._orders[order_id]
         self._by_venue_id.pop(order.venue_order_id, None)
+
+    def _index(self, order: WorkingOrder) -> None:
+        if order.is_open:
+            self._open[order.order_id] = order
+        else:
+            self._open.pop(order.order_id, None)
 
     def _event(
         self,
