@@ -368,3 +368,17 @@ async def test_an_intent_is_taken_only_under_its_partitions_current_lease(
         await second.release_all()
     assert refused.reason == "stale_lease"
     assert str(token_a) in refused.detail
+
+
+async def test_a_paper_gtd_order_expires_at_its_time_in_a_market_that_does_not_move(
+    execution: Execution, config: Config
+) -> None:
+    expires_at = now_ns() + 1_500_000_000
+    gtd = intent(price=380_000, time_in_force="GTD", expires_at_ns=expires_at)
+    async with executor_running(config):
+        await execution.send(gtd)
+        await execution.status(gtd.intent_id, "accepted")
+        # No book or trade event after this: only the service's own timer can end it.
+        expired = await execution.status(gtd.intent_id, "expired")
+    assert expired.ts_init >= expires_at
+    assert execution.statuses(gtd.intent_id) == ["submitted", "accepted", "expired"]

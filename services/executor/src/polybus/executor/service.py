@@ -57,6 +57,8 @@ RECONCILE_INTERVAL_S = 30.0
 """Live: how often the venue's open orders and trades are read even without a gap."""
 START_RECONCILE_RETRY_S = 1.0
 BOOK_WARM_START_TIMEOUT_S = 15.0
+PAPER_EXPIRY_POLL_S = 1.0
+"""Paper: the longest a GTD order may outlive its expiry (sooner when one is due sooner)."""
 
 
 class LiveRefused(Exception):
@@ -136,6 +138,8 @@ async def run(config: Config, *, live: bool = False) -> None:
         heartbeat = None if paper is not None else _heartbeat(runtime, executor, settings)
         _add_health_checks(runtime, executor.venue, halts, heartbeat)
         _spawn_tasks(runtime, bus, executor, halts, live=paper is None)
+        if paper is not None:
+            runtime.spawn(_expire_paper_orders(runtime, paper), name="paper_expiry")
         _log.info("executor.running", mode=settings.mode, orders=len(executor.ledger))
         await runtime.wait()
 
@@ -247,6 +251,18 @@ def _spawn_tasks(
         ),
         name="intents",
     )
+
+
+async def _expire_paper_orders(runtime: ServiceRuntime, paper: PaperVenue) -> None:
+    """GTD paper orders end at their time also in a market that does not move (every book or
+    trade event expires the due ones as well); the reports go the usual way."""
+    while not runtime.stop_event.is_set():
+        wait_s = PAPER_EXPIRY_POLL_S
+        if paper.next_expiry_ns is not None:
+            wait_s = min(wait_s, max(0.0, (paper.next_expiry_ns - time.time_ns()) / 1e9))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stop_event.wait(), wait_s)
+        paper.expire_due()
 
 
 def _heartbeat(
