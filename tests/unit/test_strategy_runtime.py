@@ -342,6 +342,22 @@ def test_a_lost_partition_cancels_its_orders_under_the_old_revision_and_stops_pl
     assert [i.lease_revision for i in harness.book(YES, 420_000, seq=3)] == [9]
 
 
+def test_an_acquired_partition_first_cancels_the_orders_another_replica_left_there() -> None:
+    dead = Harness()
+    left = dead.book(YES, 400_000)[0]
+    survivor = Harness()
+    survivor.runtime.on_partition_lost(PARTITION)  # held by the dead replica until now
+    # The survivor follows the strategy's EXEC: the dead replica's order is working there.
+    survivor.runtime.on_execution(survivor.order_event(left, "accepted"))
+
+    cancels = survivor.runtime.on_partition_acquired(PARTITION, 11)
+
+    assert [(c.target_intent_id, c.lease_revision, c.reason) for c in cancels] == [
+        (left.intent_id, 11, "partition_inherited")
+    ]
+    assert survivor.runtime.on_partition_acquired(PARTITION, 11) == []  # once
+
+
 def test_cancels_go_out_once_and_unknown_orders_are_ignored() -> None:
     harness = Harness()
     intent = harness.book(YES, 400_000)[0]
