@@ -89,11 +89,15 @@ class BusConfig(ConfigStruct, frozen=True):
     stream_prefix: str = ""
     """Prepended to every stream, consumer and KV bucket name (isolates test runs)."""
     partitions: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
+    """P: market data, intents and executions are split into this many partitions by market
+    (the subject's partition token); replicas and ingests split the partitions by lease."""
     streams_file: str = ""
     """The streams definitions; empty: the ones built into polybus (:data:`BUILTIN_STREAMS_FILE`).
     A loaded :class:`Config` always holds the absolute path of the file in use."""
     ping_interval_s: PositiveSeconds = 5.0
+    """How often a NATS connection pings the server (whole seconds; three unanswered: reconnect)."""
     connect_timeout_s: PositiveSeconds = 5.0
+    """How long a NATS connection attempt may take."""
 
 
 class DatabaseConfig(ConfigStruct, frozen=True):
@@ -105,15 +109,21 @@ class EmbeddedConfig(ConfigStruct, frozen=True):
     """Where ``polybus up`` runs its own nats-server and PostgreSQL when no URL is configured."""
 
     var_dir: str = "var"
+    """Their data: JetStream in ``<var_dir>/nats``, PostgreSQL in ``<var_dir>/pg`` (kept across
+    restarts; relative to the working directory)."""
     host: str = "127.0.0.1"
+    """The address both servers listen on (loopback: nothing is reachable from outside)."""
     nats_port: Port = 4222
     nats_monitor_port: Port = 8222
+    """nats-server's HTTP monitoring (``/healthz``, ``/varz``, ``/jsz``)."""
     postgres_port: Port = 54329
     postgres_database: str = "polybus"
+    """The database ``polybus up`` creates and the services use."""
 
 
 class LogConfig(ConfigStruct, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The least severe log level written."""
     format: Literal["auto", "json", "console"] = "auto"
     """``auto``: console renderer on a TTY, JSON otherwise."""
 
@@ -124,24 +134,33 @@ class ServiceSettings(ConfigStruct, frozen=True):
     instance: str = ""
     """Instance name for logs, metrics and the NATS connection; empty: the host name."""
     metrics_host: str = "127.0.0.1"
+    """The address ``/metrics`` and ``/healthz`` listen on (``0.0.0.0`` for Prometheus in a
+    container)."""
     metrics_port: Port = 0
     """``/metrics`` and ``/healthz``; 0 picks a free port."""
     heartbeat_interval_s: PositiveSeconds = 5.0
+    """How often the service writes its ``ServiceHealth`` to the ``HEALTH`` bucket."""
     enabled: bool = True
     """Whether ``polybus up`` starts this service."""
 
 
 class SupervisorSettings(ServiceSettings, frozen=True):
     restart_backoff_initial_s: PositiveSeconds = 0.5
+    """A crashed child is restarted after this long, doubling on each crash in a row…"""
     restart_backoff_max_s: PositiveSeconds = 30.0
+    """…up to this (reset after a minute of uptime)."""
     stop_timeout_s: PositiveSeconds = 15.0
+    """On stop, how long a child may take to exit after SIGTERM before it is killed."""
 
 
 class Deployment(ConfigStruct, frozen=True):
     """The common part of a deployment file."""
 
     venue: Literal["polymarket", "sim"] = "polymarket"
+    """``sim``: ``polybus up`` also runs the built-in simulator (``[sim]``), which the
+    services' URLs then point at (``config/sim.toml``)."""
     secrets_file: str = ""
+    """The secrets file (see below), relative to this file's directory; empty: no secrets."""
     bus: BusConfig = BusConfig()
     database: DatabaseConfig = DatabaseConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()

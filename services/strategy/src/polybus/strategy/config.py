@@ -61,7 +61,7 @@ def table_type(strategy: type[Strategy]) -> type[msgspec.Struct]:
     base = strategy.settings_type
     fields = [(name, field_type, default) for name, field_type, default in _runtime_fields()]
     frozen = bool(getattr(base.__struct_config__, "frozen", False))
-    return msgspec.defstruct(
+    table = msgspec.defstruct(
         f"{strategy.__name__}Table",
         fields,
         bases=(base,),
@@ -69,6 +69,17 @@ def table_type(strategy: type[Strategy]) -> type[msgspec.Struct]:
         kw_only=True,
         forbid_unknown_fields=True,
     )
+    # What docs/configuration.md says of the table (polybus.common.config_docs).
+    table.__doc__ = " ".join(filter(None, [base.__doc__, _RUNTIME_KEYS_DOC]))
+    return table
+
+
+_RUNTIME_KEYS_DOC = (
+    "Beside the strategy's own settings, the runtime's keys: ``enabled`` (whether ``polybus up``"
+    " runs it), ``replicas`` (how many processes ``polybus up`` starts; they split the"
+    " partitions), ``timer_interval_s`` (unset: the ``[strategy]`` one) and ``metrics_port``"
+    " (replica k serves ``/metrics`` on this port + k; 0: a free port)."
+)
 
 
 def _runtime_fields() -> list[tuple[str, Any, Any]]:
