@@ -92,6 +92,12 @@ def partition_of(group_key: str, partitions: int) -> int:
     return int.from_bytes(digest, "big") % partitions
 
 
+def market_partition(condition_id: str, neg_risk_market_id: str, partitions: int) -> int:
+    """The partition of a market: by its neg-risk group when it has one, else by its condition
+    id (DESIGN §4). The one rule the ingest publishes by and the strategies own markets by."""
+    return partition_of(neg_risk_market_id or condition_id, partitions)
+
+
 @dataclass(frozen=True, slots=True)
 class Subjects:
     """Builds subjects and wildcards, optionally under a prefix token (``""`` = none)."""

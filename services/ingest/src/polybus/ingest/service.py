@@ -31,7 +31,7 @@ from polybus.common.events import MarketInfo, encode
 from polybus.common.leases import LeaseKeeper, LeaseStore, NatsLeaseStore, new_member_id
 from polybus.common.polymarket.market_channel import PolymarketNewMarket
 from polybus.common.runtime import ServiceRuntime
-from polybus.common.subjects import partition_of
+from polybus.common.subjects import market_partition
 from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import EngineStats, IngestEngine
@@ -39,7 +39,6 @@ from polybus.ingest.gamma import GammaClient
 from polybus.ingest.markets import MarketSelector
 from polybus.ingest.publisher import Publisher
 from polybus.ingest.rest import ClobClient
-from polybus.ingest.states import group_key
 from polybus.ingest.ws import FrameTap, SocketPool
 
 _log = structlog.get_logger("polybus.ingest")
@@ -192,8 +191,11 @@ class Ingest:
         self.selections += 1
         self.selected_once.set()
 
+    def _partition(self, info: MarketInfo) -> int:
+        return market_partition(info.condition_id, info.neg_risk_market_id, self.partitions)
+
     def _mine(self, info: MarketInfo) -> bool:
-        return self.held is None or partition_of(group_key(info), self.partitions) in self.held
+        return self.held is None or self._partition(info) in self.held
 
     async def _follow(self) -> None:
         async with self._follow_lock:
@@ -233,7 +235,7 @@ class Ingest:
         now = time.time_ns()
         dropped: list[str] = []
         for condition_id, info in list(self.selected.items()):
-            if partition_of(group_key(info), self.partitions) == partition:
+            if self._partition(info) == partition:
                 del self.selected[condition_id]
                 dropped += self.engine.untrack_market(
                     condition_id, "partition_released", now, status="stale"

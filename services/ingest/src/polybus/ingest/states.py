@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from polybus.common.events import BookState, BookStatus, DeadLetter, Event, MarketInfo
 from polybus.common.money import format_micros
 from polybus.common.polymarket.market_channel import PolymarketNewMarket
-from polybus.common.subjects import Subjects, partition_of
+from polybus.common.subjects import Subjects, market_partition
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.normalize import envelope
 from polybus.ingest.tracks import (
@@ -29,12 +29,6 @@ from polybus.ingest.tracks import (
     Outbox,
     State,
 )
-
-
-def group_key(info: MarketInfo) -> str:
-    """What a market is partitioned by: its neg-risk group when it has one, else its condition
-    id (DESIGN §4), so all outcomes of one event share a partition."""
-    return info.neg_risk_market_id or info.condition_id
 
 
 class BookStates:
@@ -84,7 +78,8 @@ class BookStates:
         """The market's partition: by its neg-risk group when known, else its condition id
         (DESIGN §4), so all outcomes of one event share a partition."""
         info = self.markets.get(condition_id)
-        return partition_of(group_key(info) if info else condition_id, self.partitions)
+        group = info.neg_risk_market_id if info is not None else ""
+        return market_partition(condition_id, group, self.partitions)
 
     def _new_track(self, asset_id: str, condition_id: str, now_ns: int) -> AssetTrack:
         track = AssetTrack(

@@ -10,7 +10,8 @@ What the runtime decides, whatever the strategy says:
 - hooks run only while not halted, and ``on_book`` only for a tradeable book of a held partition;
 - a place is dropped (and logged) while halted, on an untradeable book, an unknown market or a
   partition not held; a cancel always goes out, once per order (taking risk off is always
-  allowed, also by the executor);
+  allowed, also by the executor), except the strategy's own cancel of an order in a partition
+  not held: the portfolio shows every replica's orders, and another's are not this one's;
 - an asset turning untradeable, a halt and a lost partition cancel the working orders concerned
   (those EXEC reports and the places still on their way) before anything else;
 - every intent carries the market's ``partition`` and the ``lease_revision`` it was made under;
@@ -42,7 +43,7 @@ from polybus.common.events import (
     OrderIntent,
     RiskEvent,
 )
-from polybus.common.subjects import partition_of
+from polybus.common.subjects import market_partition
 from polybus.strategy import metrics
 from polybus.strategy.api import Action, Cancel, Place, Report, Strategy, WorkingOrder
 from polybus.strategy.portfolio import LivePortfolio
@@ -244,7 +245,7 @@ class StrategyRuntime:
         """The market's partition as the ingest computes it: its neg-risk group, else itself."""
         market = self.view.market(condition_id)
         group = market.neg_risk_market_id if market is not None else ""
-        return partition_of(group or condition_id, self.partitions)
+        return market_partition(condition_id, group, self.partitions)
 
     def _holds_asset(self, asset_id: str) -> bool:
         asset = self.view.asset(asset_id)
@@ -357,6 +358,16 @@ class StrategyRuntime:
         order = self.portfolio.order(cancel.order_id)
         if order is None or cancel.order_id in self._cancelling:
             return None  # finished, unknown, or its cancel is already on its way
+        if self.partition_of_market(order.condition_id) not in self._scope.held:
+            # The portfolio holds every replica's orders (EXEC); one in a partition not held is
+            # another replica's to drive, or its own already cancelled when the partition went.
+            _log.info(
+                "strategy.cancel_dropped",
+                strategy_id=self.strategy_id,
+                order_id=order.order_id,
+                refusal="partition_not_held",
+            )
+            return None
         return self._cancel_order(order, cancel.reason)
 
     def _cancel_all(self, orders: Iterable[WorkingOrder], reason: str) -> list[OrderIntent]:
