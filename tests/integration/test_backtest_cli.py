@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from polybus.common.events import encode
-from tests.unit.test_backtest import NO, YES, mispriced_market
+from polybus.recorder.migrations import migrate
+from polybus.recorder.store import PostgresStore
+from tests.integration.test_recorder_store import batch_of
+from tests.unit.test_backtest import CONDITION, NO, SECOND_NS, YES, mispriced_market
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,3 +147,42 @@ def test_a_raw_venue_capture_goes_through_the_ingest(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["events"] > 1  # books and deltas, the ingest's dead letters left out
     assert report["fills"] == []  # raw frames carry no MarketInfo: nothing is tradeable
+
+
+async def test_from_db_runs_the_same_backtest_as_the_capture_of_the_same_events(
+    database_url: str, events_file: Path, tmp_path: Path
+) -> None:
+    """The recorder's rows on a real PostgreSQL, read back by ``--from-db``, give the report
+    the events themselves give."""
+    events = mispriced_market().events
+    connection = await asyncpg.connect(database_url)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    store = PostgresStore(lambda: asyncpg.connect(database_url))
+    try:
+        await store.write(batch_of(list(events)))
+    finally:
+        await store.close()
+    config = tmp_path / "polybus.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n')
+    first, last = min(e.ts_event for e in events), max(e.ts_event for e in events)
+
+    def iso(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    from_db = await asyncio.to_thread(
+        polybus, "backtest", "--strategy", "dutch_book", "--from-db", "--market", CONDITION,
+        "--start", iso(first - 2 * SECOND_NS), "--end", iso(last + 2 * SECOND_NS),
+        "--config", str(config), "--json", cwd=tmp_path,
+    )  # fmt: skip
+    captured = await asyncio.to_thread(
+        polybus, "backtest", "--strategy", "dutch_book", "--capture", str(events_file),
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+
+    assert from_db.returncode == 0, from_db.stderr
+    report = json.loads(from_db.stdout)
+    assert len(report["fills"]) == 2
+    assert report == json.loads(captured.stdout)
