@@ -28,6 +28,7 @@ from polybus.common.infra.postgres import SUPERUSER, postgres_spec
 from polybus.common.streams import Definitions, load_definitions
 from polybus.common.subjects import Namespace
 
+pytest_plugins = ["pytester", "tests.secret_guard"]  # no secret in any output
 REPO = Path(__file__).resolve().parents[1]
 STREAMS_FILE = REPO / "config" / "streams.toml"
 INFRA_FIXTURES = {"nats_server", "postgres_server", "bus", "database_url"}

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from tests.secret_guard import register_secrets_file
+
 
 async def eventually(
     predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, poll: float = 0.05
@@ -43,6 +45,15 @@ async def running(service: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.T
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def write_secrets(path: Path, text: str, mode: int = 0o600) -> Path:
+    """Write a secrets file (mode ``mode``); the secret guard learns its values and does not
+    count the file itself as a leak (``tests/secret_guard.py``)."""
+    path.write_text(text)
+    path.chmod(mode)
+    register_secrets_file(path)
+    return path
 
 
 # -- `polybus` as an operator runs it (subprocesses) ------------------------------------------

@@ -21,6 +21,7 @@ from eth_account import Account
 
 from polybus.sim.config import SimSettings
 from polybus.sim.server import Simulator
+from tests.helpers import write_secrets
 from tests.integration.test_sim_support import Trader
 
 PRIVATE_KEY = "0x" + "b8" * 32
@@ -40,9 +41,11 @@ async def sim() -> AsyncIterator[Simulator]:
 
 def deployment(directory: Path, clob_url: str, secrets: str = "", *, mode: int = 0o600) -> Path:
     """A config naming ``secrets.toml`` beside it, holding ``secrets`` (mode ``mode``)."""
-    secrets_path = directory / "secrets.toml"
-    secrets_path.write_text(secrets or f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n')
-    secrets_path.chmod(mode)
+    write_secrets(
+        directory / "secrets.toml",
+        secrets or f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n',
+        mode,
+    )
     config = directory / "live.toml"
     config.write_text(
         'venue = "sim"\nsecrets_file = "secrets.toml"\n\n'

@@ -26,7 +26,7 @@ from polybus.sim.config import SimSettings
 from polybus.sim.server import Simulator
 from polybus.sim.universe import SimMarket
 from tests.conftest import NatsServerInfo
-from tests.helpers import eventually, running
+from tests.helpers import eventually, running, write_secrets
 from tests.integration.test_executor_service import (
     STRATEGY,
     Execution,
@@ -96,9 +96,7 @@ async def publish_sim_market(bus: NatsBus, sim: Simulator, market: SimMarket) ->
 
 
 def live_config(tmp_path: Path, nats: NatsServerInfo, bus: NatsBus, sim: Simulator) -> Config:
-    secrets = tmp_path / "secrets.toml"
-    secrets.write_text(f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n')
-    secrets.chmod(0o600)
+    write_secrets(tmp_path / "secrets.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n')
     return write_config(
         tmp_path / "live.toml",
         nats.url,
@@ -244,8 +242,7 @@ async def test_live_needs_the_config_the_flag_and_the_key(
 ) -> None:
     extra = ""
     if secrets:
-        (tmp_path / "secrets.toml").write_text(f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n')
-        (tmp_path / "secrets.toml").chmod(0o600)
+        write_secrets(tmp_path / "secrets.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n')
         extra = 'secrets_file = "secrets.toml"\n'
     config = write_config(tmp_path / "c.toml", nats_server.url, bus, executor, extra)
     with pytest.raises(LiveRefused, match=problem):

@@ -20,6 +20,7 @@ from polybus.common.config import (
     redact_url,
 )
 from polybus.common.plugins import discover_plugins, section_types
+from tests.helpers import write_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 PRIVATE_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -80,7 +81,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    write(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n', mode=0o644)
+    write_secrets(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n', 0o644)
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n')
     with pytest.raises(ConfigError, match="accessible by group/others") as error:
         load_config(path, {})
@@ -88,7 +89,7 @@ def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_secrets_are_loaded_and_never_shown(tmp_path: Path) -> None:
-    write(
+    write_secrets(
         tmp_path / "s.toml",
         f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n[database]\npassword = "hunter2"\n',
         0o600,
@@ -126,7 +127,7 @@ def test_a_secret_cannot_be_pickled_out() -> None:
 
 
 def test_invalid_secrets_toml_does_not_quote_the_line(tmp_path: Path) -> None:
-    write(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}\n', 0o600)
+    write_secrets(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}\n', 0o600)
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n')
     with pytest.raises(ConfigError, match="not valid TOML") as error:
         load_config(path, {})
@@ -134,7 +135,7 @@ def test_invalid_secrets_toml_does_not_quote_the_line(tmp_path: Path) -> None:
 
 
 def test_a_bad_secret_value_names_the_key_but_not_the_value(tmp_path: Path) -> None:
-    write(tmp_path / "s.toml", "[polymarket]\nprivate_key = 12345678\n", 0o600)
+    write_secrets(tmp_path / "s.toml", "[polymarket]\nprivate_key = 12345678\n", 0o600)
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n')
     with pytest.raises(ConfigError, match=r"polymarket\.private_key") as error:
         load_config(path, {})
@@ -151,7 +152,7 @@ def test_redact_url() -> None:
 
 
 def test_config_check_prints_the_effective_config_and_exits_0(tmp_path: Path) -> None:
-    write(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n', 0o600)
+    write_secrets(tmp_path / "s.toml", f'[polymarket]\nprivate_key = "{PRIVATE_KEY}"\n', 0o600)
     path = write(tmp_path / "c.toml", 'secrets_file = "s.toml"\n[bus]\npartitions = 8\n')
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
