@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -187,7 +188,9 @@ class _Builder:
             condition_id, yes_id, no_id = protocol_v2_ids(seed, index)
         start = _BASE_DATE - timedelta(days=rng.randint(1, 60))
         end = _BASE_DATE + timedelta(days=rng.randint(1, 365), hours=rng.randint(0, 23))
-        slug = "-".join(question.lower().replace("%", "pct").replace(".", "").split())[:60]
+        # As the venue's: lower-case letters, digits and single hyphens (no "?" or "$").
+        words = question.lower().replace("%", "pct").replace(".", "")
+        slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-")[:60].rstrip("-")
         return SimMarket(
             gamma_id=str(1_000_000 + index),
             condition_id=condition_id,
