@@ -19,7 +19,6 @@ import re
 import shlex
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,16 +54,6 @@ COMMAND_DEADLINE_S = 120.0
 STOP_LIMIT_S = SupervisorSettings().stop_timeout_s
 """``polybus up`` stops its children one by one, each allowed this long before a SIGKILL; a
 clean stop of the whole system takes a few seconds (5.4 s measured)."""
-
-
-def on_free_ports(workdir: Path) -> tuple[Path, int]:
-    """The shipped config on free ports; also the recorder's metrics port, which config/sim.toml
-    leaves at its fixed default (a second system on this machine would collide on it)."""
-    config, postgres_port = shipped_config_on_free_ports(workdir)
-    text = config.read_text()
-    assert "recorder" not in tomllib.loads(text), "config/sim.toml grew a [recorder] table"
-    config.write_text(text + "\n[recorder]\nmetrics_port = 0\n")
-    return config, postgres_port
 
 
 def tour() -> list[str]:
@@ -134,7 +123,7 @@ async def run_until_it_shows(argv: list[str], patterns: list[str], cwd: Path) ->
 async def test_the_readme_tour_runs_as_written(workdir: Path) -> None:
     commands = tour()
     assert shlex.split(commands[0]) == UP
-    config, postgres_port = on_free_ports(workdir)
+    config, postgres_port = shipped_config_on_free_ports(workdir)
     up = await start_up(config, workdir)
     try:
         # "Give it half a minute": the reader waits for the services before going on.
