@@ -358,6 +358,20 @@ def test_an_acquired_partition_first_cancels_the_orders_another_replica_left_the
     assert survivor.runtime.on_partition_acquired(PARTITION, 11) == []  # once
 
 
+def test_a_strategys_cancel_of_another_replicas_order_is_dropped() -> None:
+    holder = Harness()
+    theirs = holder.book(YES, 400_000)[0]
+    other = Harness()
+    other.runtime.on_partition_lost(PARTITION)  # the holder's partition, not this replica's
+    # Both follow the strategy's EXEC: the holder's order is in this replica's portfolio too.
+    other.runtime.on_execution(other.order_event(theirs, "accepted"))
+
+    assert other.runtime.intents_for([Cancel(order_id=theirs.intent_id)]) == []
+    assert [
+        i.target_intent_id for i in holder.runtime.intents_for([Cancel(order_id=theirs.intent_id)])
+    ] == [theirs.intent_id]
+
+
 def test_cancels_go_out_once_and_unknown_orders_are_ignored() -> None:
     harness = Harness()
     intent = harness.book(YES, 400_000)[0]

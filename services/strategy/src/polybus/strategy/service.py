@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import structlog
@@ -86,20 +86,28 @@ class IntentPublisher:
         self._subjects = bus.namespace.subjects
         self._retry_interval_s = retry_interval_s
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._submitted = 0
+        self._done = 0
+        self._progress = asyncio.Event()
         self.published = 0
         self.retries = 0
 
     def submit(self, intents: Iterable[Outgoing]) -> None:
         for intent in intents:
             self._queue.put_nowait(intent)
+            self._submitted += 1
 
     @property
     def backlog(self) -> int:
         return self._queue.qsize()
 
     async def flush(self) -> None:
-        """Wait until every intent submitted so far is stored by the stream."""
-        await self._queue.join()
+        """Wait until every intent submitted so far is stored by the stream (not the ones
+        submitted meanwhile: a lost partition's cancels must not wait for a busy strategy)."""
+        target = self._submitted
+        while self._done < target:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def run(self) -> None:
         while True:
@@ -108,6 +116,8 @@ class IntentPublisher:
                 await self._publish(intent)
             finally:
                 self._queue.task_done()
+                self._done += 1
+                self._progress.set()
 
     async def _publish(self, outgoing: Outgoing) -> None:
         if isinstance(outgoing, OrderIntent):
@@ -281,9 +291,11 @@ async def _own_partitions(
     ownership: PartitionOwnership,
     settings: StrategyServiceSettings,
 ) -> list[asyncio.Task[None]]:
-    """Follow the partitions this replica holds; the book feed covers exactly those. Returns
-    the tasks that follow the books and keep the ownership."""
-    feed_task: asyncio.Task[None] | None = None
+    """Follow the partitions this replica holds, one book feed per partition: one acquired is
+    warm-started alone, one lost stops alone. (One feed of everything held, restarted on every
+    change, warm-started 1 + 2 + ... + 8 partitions' books for 8 taken one after another, and
+    kept the event loop too busy to renew the leases.) Returns the tasks that follow the books
+    and keep the ownership."""
     changed = asyncio.Event()
 
     async def on_book(view: BookView, asset_id: str) -> None:
@@ -303,33 +315,62 @@ async def _own_partitions(
         await publisher.flush()
         changed.set()
 
-    async def follow_books() -> None:
-        nonlocal feed_task
-        while True:
-            held = sorted(core.held())
-            partitions = None if len(held) == core.partitions else held
-            feed = BookFeed(
-                bus,
-                core.view,
-                partitions=partitions,
-                on_book=on_book,
-                on_state=on_state,
-                warm_start_timeout_s=settings.book_warm_start_timeout_s,
-            )
-            feed_task = asyncio.create_task(feed.run(), name="strategy.book_feed")
-            changed.clear()
-            try:
-                await changed.wait()
-            finally:
-                feed_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed_task
+    def feed(partition: int) -> asyncio.Task[None]:
+        books = BookFeed(
+            bus,
+            core.view,
+            partitions=[partition],
+            on_book=on_book,
+            on_state=on_state,
+            warm_start_timeout_s=settings.book_warm_start_timeout_s,
+        )
+        return asyncio.create_task(books.run(), name=f"strategy.book_feed.{partition}")
 
     await service.until_stopped(ownership.start(on_acquired, on_lost))
     return [
-        service.spawn(follow_books(), name="books"),
+        service.spawn(_follow_books(core, changed, feed), name="books"),
         service.spawn(ownership.run(), name="ownership"),
     ]
+
+
+async def _follow_books(
+    core: StrategyRuntime, changed: asyncio.Event, feed: Callable[[int], asyncio.Task[None]]
+) -> None:
+    """Keep one ``feed(partition)`` task per partition held, started and stopped as
+    ``changed`` says the partitions did."""
+    feeds: dict[int, asyncio.Task[None]] = {}
+    try:
+        while True:
+            changed.clear()
+            held = set(core.held())
+            for partition in sorted(feeds.keys() - held):
+                await _cancelled(feeds.pop(partition))
+            for partition in sorted(held - feeds.keys()):
+                feeds[partition] = feed(partition)
+            waiting = asyncio.create_task(changed.wait(), name="strategy.partitions_changed")
+            try:
+                done, _ = await asyncio.wait(
+                    (waiting, *feeds.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiting.cancel()
+            for task in done - {waiting}:
+                # A feed that ends by itself failed: raise it (the service stops on it) rather
+                # than go on holding a partition whose books nobody follows.
+                task.result()
+                raise RuntimeError(f"{task.get_name()} stopped")
+    finally:
+        for task in feeds.values():
+            await _cancelled(task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it ended, cancelling again while it runs on: on Python
+    3.11 a cancel that lands as an inner ``wait_for`` completes is lost (CPython gh-86296, fixed
+    in 3.12), and a feed cancelled in its warm start then followed its old partitions for good."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait((task,), timeout=0.05)
 
 
 async def _hand_over(ownership: PartitionOwnership, tasks: list[asyncio.Task[None]]) -> None:
