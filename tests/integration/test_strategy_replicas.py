@@ -61,12 +61,14 @@ WAIT_S = 60.0
 OPEN = frozenset({"submitted", "accepted", "partially_filled", "unknown"})
 
 # The keys of config/sim.toml's [strategy] tables, with spread_capture quoting every market it
-# holds (re-chosen every second, so a partition taken over is quoted at once) and the replicas
+# holds (re-chosen every second, so a partition taken over is quoted at once; position limits
+# far above what the paper fills build up, so a flat market is always quoted; replaced at most
+# every 2 s, which keeps 3 replicas' intents light on a shared 2-core machine) and the replicas
 # named rep-1, rep-2, ... (instance "rep", --replica k).
 STRATEGY_TABLES = """\
 [strategy]
 instance = "rep"
-timer_interval_s = 0.25
+timer_interval_s = 1.0
 
 [strategy.spread_capture]
 replicas = 1
@@ -76,6 +78,9 @@ auto_select_interval_s = 1
 auto_select_max_spread_ticks = 1000
 narrow_spread_ticks = 1
 quote_size = "10"
+max_position_market = "100000"
+max_position_total = "10000000"
+min_replace_interval_ms = 2000
 """
 
 
@@ -314,12 +319,15 @@ class Replicas:
     async def stop(self, name: str) -> float:
         """SIGTERM; asserts a clean exit (0) within 2 s and returns how long it took."""
         process = self.processes[name]
-        started = time.monotonic()
+        started, sent_at = time.monotonic(), time.time()
         process.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(process.wait(), STOP_S)
         except TimeoutError:
-            raise AssertionError(f"{name} still running {STOP_S}s after SIGTERM") from None
+            log = (self.logs / f"{name}.log").read_text().splitlines()[-3:]
+            raise AssertionError(
+                f"{name} still running {STOP_S}s after SIGTERM at {sent_at:.3f}; log: {log}"
+            ) from None
         assert code == 0, f"{name} exited {code} on SIGTERM (log: {self.logs / name}.log)"
         return time.monotonic() - started
 
@@ -396,7 +404,7 @@ async def system(
     trading = Trading(bus)
     await trading.follow()
     replicas = Replicas(config_file, tmp_path)
-    settings = sim_settings(binary_markets=MARKETS, neg_risk_events=0, changes_per_second=50.0)
+    settings = sim_settings(binary_markets=MARKETS, neg_risk_events=0, changes_per_second=20.0)
     async with Simulator(settings) as sim:
         covered = {partition_of(m.condition_id, PARTITIONS) for m in sim.markets()}
         assert covered == set(range(PARTITIONS)), "some partition has no market"
