@@ -347,7 +347,10 @@ class StrategyRuntime:
     def _drop(self, place: Place, refusal: str) -> None:
         self.stats.dropped_places += 1
         metrics.DROPPED_PLACES.labels(self.strategy_id, refusal).inc()
-        _log.info(
+        # A strategy may keep acting on books of partitions another replica took (the view
+        # keeps them); those drops are routine, counted, and only logged at debug.
+        log = _log.debug if refusal == "partition_not_held" else _log.info
+        log(
             "strategy.place_dropped",
             strategy_id=self.strategy_id,
             asset_id=place.asset_id,
