@@ -228,3 +228,23 @@ def test_bad_names_are_refused() -> None:
         LeaseKeeper(store, group="a b", member="m", partitions=16)
     with pytest.raises(ValueError, match="member"):
         LeaseKeeper(store, group="ingest", member="m.x", partitions=16)
+
+
+async def test_a_slow_hand_over_of_surplus_does_not_run_the_kept_leases_out() -> None:
+    """Each surplus release awaits its on_lost (a strategy storing its cancels); eight slow
+    ones in a round take longer than the safety margin, and the kept leases are renewed."""
+    group = Group()
+    first = group.add("a")
+    await group.round()
+    slow_s = TTL / 8
+
+    async def slow_lost(partition: int) -> None:
+        group.advance(slow_s)  # time passes while the cancels are stored
+
+    first.keeper.on_lost = slow_lost
+    group.add("b")
+    await group.round()  # b announces itself
+    await group.round()  # a gives up its surplus
+    assert len(first.held()) == PARTITIONS // 2  # 8 hand-overs took TTL in all
+    deadlines = [lease.deadline for lease in first.keeper.leases().values()]
+    assert min(deadlines) > first.clock()

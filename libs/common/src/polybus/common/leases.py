@@ -466,6 +466,10 @@ class LeaseKeeper:
         share = self.fair_share()
         await self._drop_strays(holders)
         for partition in sorted(self._leases, reverse=True)[: max(0, len(self._leases) - share)]:
+            # Each release waits for its on_lost (a strategy storing its cancels): renew what is
+            # kept when it runs short, so slow hand-overs cannot run the other leases out.
+            if self._leases and self._shortest_left() < self.renew_interval_s:
+                await self._renew()
             await self._release(partition)
         wanted = share - len(self._leases)
         # Start at a member-specific place, so members joining together rarely race for a key.
@@ -477,6 +481,9 @@ class LeaseKeeper:
                 continue
             if await self._claim(partition):
                 wanted -= 1
+
+    def _shortest_left(self) -> float:
+        return min(lease.deadline for lease in self._leases.values()) - self.clock()
 
     def _read_group(self, entries: list[StoredEntry]) -> tuple[set[str], dict[int, StoredEntry]]:
         """The live members (this one included) and the partition keys present."""
