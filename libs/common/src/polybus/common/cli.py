@@ -577,11 +577,22 @@ def _add_service(plugin: ServicePlugin) -> None:
         app.registered_groups.extend(extra.registered_groups)
 
 
+def with_plugins() -> typer.Typer:
+    """The ``polybus`` app with every installed service's commands, as :func:`main` runs it.
+
+    Idempotent: a service whose command is already there is not added again.
+    """
+    registered = {command.name for command in app.registered_commands}
+    for plugin in discover_plugins().values():
+        if plugin.name not in registered:
+            _add_service(plugin)
+    return app
+
+
 def main() -> None:
     # Commands log to stderr (stdout carries their output); services reconfigure for themselves.
     configure_logging("warning")
-    for plugin in discover_plugins().values():
-        _add_service(plugin)
+    with_plugins()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

@@ -11,22 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from polybus.common.cli import DEFAULT_CONFIG, ConfigOption, fail
 from polybus.common.config import Config, ConfigError, load_config
 from polybus.common.plugins import discover_plugins, section_types
-from polybus.executor.account import (
-    AccountConfigError,
-    AccountError,
-    AccountReport,
-    derive_credentials,
-    format_allowance,
-    inspect_account,
-)
 from polybus.executor.config import ExecutorSettings
+
+if TYPE_CHECKING:
+    from polybus.executor.account import AccountReport
+
+# polybus.executor.account is imported in the commands, not here: it brings in the venue SDK
+# and eth_account (seconds of imports), which every other ``polybus`` command would pay for,
+# since the CLI builds this module's commands on each start.
 
 account_app = typer.Typer(
     help="The trading account: signer, wallet, balance, allowances, API credentials.",
@@ -46,6 +45,8 @@ def _load(path: Path) -> Config:
 
 
 def _print(report: AccountReport) -> None:
+    from polybus.executor.account import format_allowance
+
     rows = [
         ("signer", report.signer),
         ("wallet", report.wallet),
@@ -78,6 +79,8 @@ def account_command(
     them, and each thing missing to trade. Exit 0 ready, 1 not ready."""
     if context.invoked_subcommand is not None:
         return
+    from polybus.executor.account import AccountConfigError, AccountError, inspect_account
+
     loaded = _load(config)
     try:
         report = asyncio.run(inspect_account(loaded))
@@ -96,6 +99,8 @@ def account_command(
 def derive_keys_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Create (or re-derive) the API credentials with the signing key and write them into
     the secrets file (mode 0600). The secret is never printed."""
+    from polybus.executor.account import AccountConfigError, AccountError, derive_credentials
+
     loaded = _load(config)
     try:
         path = asyncio.run(derive_credentials(loaded))
