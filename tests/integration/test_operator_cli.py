@@ -5,9 +5,16 @@ Terminal output is checked at a fixed width (COLUMNS), `--json` output parsed.""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import re
+import signal
+import struct
 import sys
+import termios
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +22,16 @@ from pathlib import Path
 import pytest
 
 from polybus.common.bus.nats_bus import NatsBus
-from polybus.common.events import BookStatus, OrderEvent, PositionSnapshot
+from polybus.common.events import BookStatus, OrderEvent, PositionSnapshot, ServiceHealth, encode
 from polybus.common.halt import set_halt
 from polybus.common.money import format_micros
 from polybus.common.operator.scrape import Scraped, quantile, summarise
+from polybus.common.runtime import HEALTH_BUCKET
 from polybus.common.streams import Definitions
 from polybus.ingest.service import Ingest
 from polybus.sim.server import Simulator
 from tests.conftest import STREAMS_FILE, NatsServerInfo
+from tests.helpers import eventually
 from tests.integration.test_ingest_sim import quiesce, running, small
 
 pytestmark = pytest.mark.timeout(120)
@@ -210,6 +219,83 @@ async def test_top_json_ranks_the_asset_with_resyncs_and_rejects_first(system: S
     assert code == 0
     assert "most troubled assets, last 10 min" not in out  # the default window is an hour
     assert "last 60 min" in out
+
+
+async def put_heartbeat(bus: NatsBus, service: str) -> None:
+    """A healthy heartbeat of ``service`` in the HEALTH bucket, as its runtime writes one."""
+    bucket = await bus.js.key_value(bus.namespace.bucket(HEALTH_BUCKET))
+    now = time.time_ns()
+    health = ServiceHealth(
+        event_id=f"health:{service}:{now}", ts_event=now, ts_init=now, service=service,
+        instance=f"{service}-1", status="healthy", version="9.9.9", pid=os.getpid(),
+    )  # fmt: skip
+    await bucket.put(f"{service}.{service}-1", encode(health))
+
+
+ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+"""A terminal control sequence (cursor moves, line erases, cursor hide/show)."""
+
+
+async def test_status_watch_redraws_in_place_until_ctrl_c(system: System) -> None:
+    await put_heartbeat(system.bus, "ingest")
+    # A terminal 120 columns wide: rich redraws in place only on one (a pipe gets the last frame).
+    terminal, child_side = pty.openpty()
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 200, 120, 0, 0))
+    environment = {**os.environ, "COLUMNS": "120", "LINES": "200", "NO_COLOR": "1",
+                   "TERM": "xterm"}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus.common.cli", "status", "--watch",
+        "--config", str(system.config), "--connect-timeout", "1",
+        stdin=asyncio.subprocess.DEVNULL, stdout=child_side, stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )  # fmt: skip
+    os.close(child_side)
+    output = bytearray()
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        try:
+            output.extend(os.read(terminal, 65536))
+        except OSError:  # EIO: the child has closed its side
+            loop.remove_reader(terminal)
+
+    loop.add_reader(terminal, read)
+
+    def frames() -> list[str]:
+        # Each frame starts with the NATS line; the redraws between them are control sequences.
+        return ESCAPE.sub("", output.decode(errors="replace")).split("NATS        nats://")[1:]
+
+    try:
+        await eventually(lambda: len(frames()) >= 1, 30, "the first frame")
+        # A service that starts after the first frame is in a later one: it refreshes, and
+        # does not merely repaint what it had.
+        await put_heartbeat(system.bus, "recorder")
+        await eventually(
+            lambda: any("recorder-1" in frame for frame in frames()[1:]), 30, "a later frame"
+        )
+        assert "recorder-1" not in frames()[0]
+
+        process.send_signal(signal.SIGINT)
+        started = loop.time()
+        code = await asyncio.wait_for(process.wait(), 2.0)
+        assert loop.time() - started < 2.0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        loop.remove_reader(terminal)
+        os.close(terminal)
+
+    assert process.stderr is not None
+    assert code == 0, await process.stderr.read()
+    assert await process.stderr.read() == b""
+    assert len(frames()) >= 2
+    for frame in frames():
+        assert "ingest-1" in frame
+        assert "9.9.9" in frame
+        lines = re.split(r"\r\n|\r|\n", frame)
+        assert all(len(line) <= 120 for line in lines), frame
+    assert "recorder-1" in frames()[-1]
 
 
 @pytest.mark.parametrize(
