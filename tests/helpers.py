@@ -12,7 +12,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from polybus.common.infra import RunningProcess, free_port
+from polybus.common.infra.nats_server import nats_server_spec
 from tests.secret_guard import register_secrets_file
+
+
+class RestartableNats:
+    """A nats-server on ports and a store directory of its own, to stop and start again (a
+    restart keeps what JetStream stored; clients reconnect to the same URL)."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.port, self.monitor_port = free_port(), free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> RunningProcess:
+        return RunningProcess(
+            nats_server_spec(
+                store_dir=self.store_dir, port=self.port, monitor_port=self.monitor_port
+            )
+        )
 
 
 async def eventually(

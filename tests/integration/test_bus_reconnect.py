@@ -10,11 +10,10 @@ from prometheus_client import REGISTRY
 from polybus.common.bus import PublishError
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import DeadLetter
-from polybus.common.infra import RunningProcess, free_port
-from polybus.common.infra.nats_server import nats_server_spec
+from polybus.common.infra import RunningProcess
 from polybus.common.streams import ConsumerDefinition, Definitions, StreamDefinition
 from polybus.common.subjects import Namespace
-from tests.helpers import eventually
+from tests.helpers import RestartableNats, eventually
 
 DEFINITIONS = Definitions(
     stream=(StreamDefinition(name="WORK", subjects=("work.>",)),),
@@ -33,17 +32,10 @@ def reconnects(name: str) -> float:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_the_bus_reconnects_after_a_server_restart_and_loses_nothing(tmp_path: Path) -> None:
-    port, monitor = free_port(), free_port()
+    nats = RestartableNats(tmp_path / "js")
 
-    def server() -> RunningProcess:
-        return RunningProcess(
-            nats_server_spec(store_dir=tmp_path / "js", port=port, monitor_port=monitor)
-        )
-
-    first = server()
-    bus = await NatsBus.connect(
-        f"nats://127.0.0.1:{port}", name="restart-test", namespace=Namespace()
-    )
+    first = nats.start()
+    bus = await NatsBus.connect(nats.url, name="restart-test", namespace=Namespace())
     second: RunningProcess | None = None
     try:
         await bus.apply(DEFINITIONS)
@@ -53,7 +45,7 @@ async def test_the_bus_reconnects_after_a_server_restart_and_loses_nothing(tmp_p
         first.stop()
         with pytest.raises(PublishError):  # down: a persistent publish fails loudly, not silently
             await bus.publish_persistent("work.x", letter(-1), msg_id="down", timeout=0.5)
-        second = server()
+        second = nats.start()
         await eventually(lambda: reconnects("restart-test") > before, 30, "the reconnect")
         for n in range(100, 200):
             await bus.publish_persistent(f"work.{n}", letter(n), msg_id=f"m{n}")

@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 
 from polybus.common.bus.nats_bus import NatsBus
-from polybus.common.infra import RunningProcess, free_port
-from polybus.common.infra.nats_server import nats_server_spec
+from polybus.common.infra import RunningProcess
 from polybus.common.leases import LeaseKeeper, NatsLeaseStore
 from polybus.common.streams import BucketDefinition, Definitions
 from polybus.common.subjects import Namespace
 from tests.conftest import NatsServerInfo
-from tests.helpers import eventually
+from tests.helpers import RestartableNats, eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -219,16 +218,11 @@ async def test_a_sigkilled_members_partitions_move_within_the_ttl(
 
 @pytest.mark.slow
 async def test_a_nats_restart_keeps_no_two_holders(tmp_path: Path) -> None:
-    port, monitor = free_port(), free_port()
+    nats = RestartableNats(tmp_path / "js")
 
-    def server() -> RunningProcess:
-        return RunningProcess(
-            nats_server_spec(store_dir=tmp_path / "js", port=port, monitor_port=monitor)
-        )
-
-    first = server()
+    first = nats.start()
     second: RunningProcess | None = None
-    url = f"nats://127.0.0.1:{port}"
+    url = nats.url
     namespace = Namespace("", "R_")
     setup = await NatsBus.connect(url, name="setup", namespace=namespace)
     await setup.apply(DEFINITIONS)
@@ -242,7 +236,7 @@ async def test_a_nats_restart_keeps_no_two_holders(tmp_path: Path) -> None:
             first.stop()
             # Down for longer than a holder may go without renewing: everyone lets go.
             await eventually(lambda: group.counts() == [0, 0], 2 * TTL, "every lease let go")
-            second = server()
+            second = nats.start()
             await eventually(lambda: group.counts() == [8, 8], 30, "the split again")
     finally:
         first.stop()

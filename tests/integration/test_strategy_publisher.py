@@ -12,14 +12,13 @@ import pytest
 
 from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.events import OrderIntent
-from polybus.common.infra import RunningProcess, free_port
-from polybus.common.infra.nats_server import nats_server_spec
+from polybus.common.infra import RunningProcess
 from polybus.common.money import MICROS
 from polybus.common.streams import load_definitions
 from polybus.common.subjects import Namespace
 from polybus.strategy.service import IntentPublisher
 from tests.conftest import STREAMS_FILE
-from tests.helpers import eventually
+from tests.helpers import RestartableNats, eventually
 
 COUNT = 300
 
@@ -44,16 +43,11 @@ def intent(n: int) -> OrderIntent:
 async def test_intents_submitted_across_a_nats_restart_are_stored_once_each(
     tmp_path: Path,
 ) -> None:
-    port, monitor = free_port(), free_port()
+    nats = RestartableNats(tmp_path / "js")
 
-    def server() -> RunningProcess:
-        return RunningProcess(
-            nats_server_spec(store_dir=tmp_path / "js", port=port, monitor_port=monitor)
-        )
-
-    first = server()
+    first = nats.start()
     second: RunningProcess | None = None
-    bus = await NatsBus.connect(f"nats://127.0.0.1:{port}", name="publisher", namespace=Namespace())
+    bus = await NatsBus.connect(nats.url, name="publisher", namespace=Namespace())
     publisher = IntentPublisher(bus, retry_interval_s=0.05)
     task = asyncio.create_task(publisher.run())
     try:
@@ -63,7 +57,7 @@ async def test_intents_submitted_across_a_nats_restart_are_stored_once_each(
         first.stop()  # mid-way through the first third
         publisher.submit(intent(n) for n in range(COUNT // 3, COUNT))
         await eventually(lambda: publisher.retries > 0, 20, "a failed publish being retried")
-        second = server()
+        second = nats.start()
         await asyncio.wait_for(publisher.flush(), 60)
         info = await bus.js.stream_info("INTENT")
         assert info.state.messages == COUNT
