@@ -1,0 +1,319 @@
+"""DESIGN §10 against the running pipeline (see tests/faults/__init__.py for the full map).
+
+Every scenario checks what a user would: rows in PostgreSQL, the streams' sequences in
+JetStream, the pipeline's own CLI. They share one `polybus up` (tests/faults/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import aiohttp
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from tests.faults.conftest import Pipeline
+from tests.helpers import eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
+
+RESTART_S = 45
+"""A killed child is back (the supervisor's backoff) and caught up within this, on 2 cores."""
+
+
+async def _recorded_tables(database: asyncpg.Connection) -> list[str]:
+    rows = await database.fetch(
+        "SELECT table_name FROM information_schema.columns"
+        " WHERE column_name = 'stream_seq' AND table_schema = 'public'"
+    )
+    return sorted(row["table_name"] for row in rows)
+
+
+async def _stream_name(database: asyncpg.Connection, table: str) -> str:
+    name = await database.fetchval(f"SELECT stream FROM {table} LIMIT 1")
+    assert isinstance(name, str), f"nothing recorded in {table} yet"
+    return name
+
+
+async def missing_sequences(
+    database: asyncpg.Connection, stream: str, first: int, last: int
+) -> list[int]:
+    """Sequences in first..last of ``stream`` that no table holds a row for."""
+    tables = await _recorded_tables(database)
+    union = " UNION ALL ".join(
+        f"SELECT stream_seq FROM {table} WHERE stream = $1 AND stream_seq BETWEEN $2 AND $3"
+        for table in tables
+    )
+    rows = await database.fetch(
+        f"SELECT s FROM generate_series($2::bigint, $3::bigint) AS s"
+        f" WHERE s NOT IN ({union}) ORDER BY s LIMIT 20",
+        stream,
+        first,
+        last,
+    )
+    return [row["s"] for row in rows]
+
+
+async def assert_recorded_without_gaps(
+    pipeline: Pipeline, jetstream: JetStreamContext, table: str
+) -> dict[str, int]:
+    """The recorder's rows cover every sequence of the stream ``table`` is fed from, from its
+    first message up to its last one now; returns the range."""
+    database = await pipeline.database()
+    try:
+        stream = await _stream_name(database, table)
+        info = (await jetstream.stream_info(stream)).state
+        first, last = info.first_seq, info.last_seq
+        missing: list[int] = []
+
+        async def covered() -> bool:
+            nonlocal missing
+            missing = await missing_sequences(database, stream, first, last)
+            return not missing
+
+        try:
+            await eventually(covered, RESTART_S, f"rows for {stream} {first}..{last}", 1.0)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; still missing (first 20): {missing}") from None
+        return {"stream": stream, "first": first, "last": last}  # type: ignore[dict-item]
+    finally:
+        await database.close()
+
+
+async def assert_no_duplicates(pipeline: Pipeline) -> None:
+    """No event recorded twice (a republished event gets a new sequence, so this is by
+    event_id), and no intent placed as two orders: at most one ``submitted``/``accepted``
+    event of each status per order id (the order id is the intent id that placed it)."""
+    database = await pipeline.database()
+    try:
+        for table in ("intents", "order_events"):
+            doubled = await database.fetch(
+                f"SELECT event_id, count(*) AS n FROM {table}"
+                " GROUP BY event_id HAVING count(*) > 1 LIMIT 5"
+            )
+            assert not doubled, f"{table}: events recorded twice: {[dict(r) for r in doubled]}"
+        doubled = await database.fetch(
+            "SELECT order_id, status, count(*) AS n FROM order_events"
+            " WHERE status IN ('submitted', 'accepted') GROUP BY order_id, status"
+            " HAVING count(*) > 1 LIMIT 5"
+        )
+        assert not doubled, f"intents placed more than once: {[dict(r) for r in doubled]}"
+    finally:
+        await database.close()
+
+
+async def last_seq(jetstream: JetStreamContext, stream: str) -> int:
+    return (await jetstream.stream_info(stream)).state.last_seq
+
+
+async def kill_and_await_restart(pipeline: Pipeline, name: str) -> float:
+    """SIGKILL child ``name``; returns the seconds until the supervisor's new one runs."""
+    old = pipeline.children()[name]
+    os.kill(old, signal.SIGKILL)
+    killed = time.monotonic()
+    await eventually(
+        lambda: pipeline.children().get(name) not in (None, old),
+        RESTART_S,
+        f"the supervisor to restart {name}",
+        0.1,
+    )
+    return time.monotonic() - killed
+
+
+async def trading(pipeline: Pipeline, jetstream: JetStreamContext, after: int) -> None:
+    """EXEC grows past ``after``: the executor publishes order events again."""
+    database = await pipeline.database()
+    try:
+        stream = await _stream_name(database, "order_events")
+    finally:
+        await database.close()
+
+    async def grew() -> bool:
+        return await last_seq(jetstream, stream) > after
+
+    await eventually(grew, RESTART_S, f"{stream} to grow past {after}", 0.5)
+
+
+async def exec_stream(pipeline: Pipeline) -> str:
+    database = await pipeline.database()
+    try:
+
+        async def any_order() -> bool:
+            return bool(await database.fetchval("SELECT count(*) FROM order_events"))
+
+        await eventually(any_order, 90, "the first order event in PostgreSQL", 0.5)
+        return await _stream_name(database, "order_events")
+    finally:
+        await database.close()
+
+
+# -- 1. SIGKILL of each service under load, the supervisor restarts it -------------------------
+@pytest.mark.parametrize(
+    "name", ["ingest", "recorder", "executor", "strategy.dutch_book", "strategy.spread_capture"]
+)
+async def test_a_killed_service_is_restarted_and_nothing_is_lost_or_doubled(
+    pipeline: Pipeline, jetstream: JetStreamContext, name: str
+) -> None:
+    exec_name = await exec_stream(pipeline)
+    before = await last_seq(jetstream, exec_name)
+    restart_s = await kill_and_await_restart(pipeline, name)
+    await trading(pipeline, jetstream, before)
+    ranges = [
+        await assert_recorded_without_gaps(pipeline, jetstream, table)
+        for table in ("book_deltas", "order_events", "intents")
+    ]
+    await assert_no_duplicates(pipeline)
+    print(f"{name}: restarted after {restart_s:.1f}s; covered {ranges}")
+
+
+# -- 2. PostgreSQL killed, restarted by the supervisor ------------------------------------------
+async def test_postgres_down_the_executor_keeps_trading_and_the_recorder_catches_up(
+    pipeline: Pipeline, jetstream: JetStreamContext
+) -> None:
+    exec_name = await exec_stream(pipeline)
+    before = await last_seq(jetstream, exec_name)
+    old = pipeline.children()["postgres"]
+    os.kill(old, signal.SIGKILL)
+    killed = time.monotonic()
+    await eventually(
+        lambda: pipeline.children().get("postgres") not in (None, old), RESTART_S, "postgres back"
+    )
+
+    async def reachable() -> bool:
+        try:
+            await (await pipeline.database()).close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    await eventually(reachable, RESTART_S, "PostgreSQL accepting connections again", 0.1)
+    down_s = time.monotonic() - killed
+    during = await last_seq(jetstream, exec_name) - before
+    await trading(pipeline, jetstream, before)
+    ranges = [
+        await assert_recorded_without_gaps(pipeline, jetstream, table)
+        for table in ("book_deltas", "order_events", "intents")
+    ]
+    await assert_no_duplicates(pipeline)
+    print(f"postgres down {down_s:.1f}s; {during} EXEC events meanwhile; covered {ranges}")
+
+
+# -- 3. Halt and resume with orders open ---------------------------------------------------------
+OPEN = "('submitted', 'accepted', 'partially_filled')"
+
+
+async def open_orders(database: asyncpg.Connection) -> int:
+    count = await database.fetchval(
+        "SELECT count(*) FROM (SELECT DISTINCT ON (order_id) order_id, status FROM order_events"
+        " ORDER BY order_id, stream_seq DESC) AS latest WHERE status IN " + OPEN
+    )
+    assert isinstance(count, int)
+    return count
+
+
+async def test_halt_cancels_open_orders_refuses_places_and_resume_trades_again(
+    pipeline: Pipeline,
+) -> None:
+    await exec_stream(pipeline)
+    database = await pipeline.database()
+    try:
+
+        async def some_open() -> bool:
+            return await open_orders(database) > 0
+
+        await eventually(some_open, 90, "spread_capture's quotes open on paper", 0.5)
+        code, out = await pipeline.cli("halt", "--reason", "fault test")
+        assert code == 0, out
+        halted_at = await database.fetchval("SELECT coalesce(max(stream_seq), 0) FROM order_events")
+
+        async def halt_recorded() -> bool:
+            return bool(
+                await database.fetchval(
+                    "SELECT count(*) FROM risk_events WHERE kind = 'halt' AND stream_seq > $1",
+                    0,
+                )
+            )
+
+        await eventually(halt_recorded, RESTART_S, "the executor's halt risk event", 0.5)
+        halt_seq = await database.fetchval(
+            "SELECT max(stream_seq) FROM risk_events WHERE kind = 'halt'"
+        )
+
+        async def all_canceled() -> bool:
+            return await open_orders(database) == 0
+
+        await eventually(all_canceled, RESTART_S, "every open order canceled after halt", 0.5)
+
+        async def refused() -> bool:
+            return bool(
+                await database.fetchval(
+                    "SELECT count(*) FROM order_events WHERE reason = 'halted' AND stream_seq > $1",
+                    halt_seq,
+                )
+            )
+
+        await eventually(refused, RESTART_S, "a place refused as halted", 0.5)
+        accepted = await database.fetch(
+            "SELECT order_id, status, stream_seq FROM order_events WHERE stream_seq > $1"
+            " AND status IN ('submitted', 'accepted') ORDER BY stream_seq LIMIT 5",
+            halt_seq,
+        )
+        assert not accepted, f"orders taken while halted: {[dict(r) for r in accepted]}"
+        code, out = await pipeline.cli("resume")
+        assert code == 0, out
+        resumed_from = await database.fetchval("SELECT max(stream_seq) FROM order_events")
+
+        async def accepting_again() -> bool:
+            return bool(
+                await database.fetchval(
+                    "SELECT count(*) FROM order_events WHERE status IN ('submitted', 'accepted')"
+                    " AND stream_seq > $1",
+                    resumed_from,
+                )
+            )
+
+        await eventually(accepting_again, 90, "an order accepted after resume", 0.5)
+        print(f"halt: last order event before {halted_at}, halt at EXEC {halt_seq}")
+    finally:
+        await database.close()
+
+
+# -- 4. A burst of malformed frames from the venue -----------------------------------------------
+async def test_a_burst_of_malformed_frames_is_dead_lettered_and_ingest_keeps_going(
+    pipeline: Pipeline, jetstream: JetStreamContext
+) -> None:
+    sim_url = pipeline.sim_url()
+    ingest = pipeline.children()["ingest"]
+    dlq_before = (await jetstream.stream_info(pipeline.stream("DLQ"))).state.messages
+    async with aiohttp.ClientSession() as session:
+        for kind in ["malformed", "unknown", "invalid_json"] * 10:
+            async with session.post(
+                f"{sim_url}/admin/faults/inject_frame", json={"kind": kind}
+            ) as response:
+                assert response.status == 200, await response.text()
+
+    async def dead_lettered() -> bool:
+        state = (await jetstream.stream_info(pipeline.stream("DLQ"))).state
+        return state.messages >= dlq_before + 30
+
+    await eventually(dead_lettered, RESTART_S, "30 dead letters on dlq.>", 0.5)
+    assert pipeline.children().get("ingest") == ingest, "ingest restarted: it crashed"
+    database = await pipeline.database()
+    try:
+        since = await database.fetchval("SELECT max(stream_seq) FROM book_snapshots")
+
+        async def books_flow() -> bool:
+            return bool(
+                await database.fetchval(
+                    "SELECT count(*) FROM book_deltas WHERE stream_seq > $1", since
+                )
+            )
+
+        await eventually(books_flow, RESTART_S, "book deltas after the burst", 0.5)
+    finally:
+        await database.close()
+    code, out = await pipeline.cli("status", "--json")
+    assert code == 0, out
