@@ -23,7 +23,7 @@ from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import load_secrets
 from polybus.common.infra import free_port
 from polybus.common.infra.nats_server import healthy, nats_server_binary
-from tests.helpers import eventually
+from tests.helpers import eventually, write_secrets
 
 pytestmark = pytest.mark.infra
 
@@ -40,8 +40,7 @@ async def compose_nats(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess
     server = compose["services"]["nats-server"]
     shell, flag, script = server["entrypoint"]
     assert (shell, flag) == ("/bin/sh", "-c")
-    secret = tmp_path / "nats_password"
-    secret.write_text(PASSWORD)
+    secret = write_secrets(tmp_path / "nats_password", PASSWORD)
     # The data volume (/data) becomes a temp dir, the container's ports free ones here.
     conf = tmp_path / "nats.conf"
     conf.write_text((DEPLOY / "nats.conf").read_text().replace("/data", str(tmp_path / "data")))
@@ -73,8 +72,7 @@ async def test_the_services_log_in_with_their_secrets_file_and_strangers_are_ref
     _, port = compose_nats
     url = f"nats://127.0.0.1:{port}"
     secrets_file = tmp_path / "secrets.toml"
-    secrets_file.write_text(f'[nats]\nuser = "polybus"\npassword = "{PASSWORD}"\n')
-    secrets_file.chmod(0o600)
+    write_secrets(secrets_file, f'[nats]\nuser = "polybus"\npassword = "{PASSWORD}"\n')
 
     bus = await NatsBus.connect(url, name="compose-test", secrets=load_secrets(secrets_file))
     try:
