@@ -119,7 +119,11 @@ async def pipeline() -> AsyncIterator[Pipeline]:
         nats_url=f"nats://127.0.0.1:{nats_port}",
     )
     try:
-        await healthy_status(config, workdir, frozenset({"supervisor", "ingest", "executor"}))
+        try:
+            await healthy_status(config, workdir, frozenset({"supervisor", "ingest", "executor"}))
+        except AssertionError:
+            print("status at the timeout:", (await running.cli("status", "--json"))[1])
+            raise
         await eventually(
             lambda: set(running.children()) >= SERVICES, 60, f"children {sorted(SERVICES)}", 0.2
         )
