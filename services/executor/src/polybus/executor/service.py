@@ -12,8 +12,10 @@ Start-up, in this order, before the first intent is taken:
 5. the halt switches from the ``HALT`` bucket, and the watch of the strategies' partition
    leases (``LEASES``) that fences their intents (:mod:`polybus.executor.fencing`).
 
-Then three owned tasks: the INTENT consumer (durable ``executor``, explicit ack after the
-events are stored), the venue's reports, and the halt watch. Nothing here needs PostgreSQL.
+Then owned tasks: the INTENT consumer (durable ``executor``, explicit ack after the events
+are stored), the venue's reports, the halt and lease watches, the loss-stop check, and (live)
+periodic reconciliation and the venue heartbeat, or (paper) GTD expiry. Nothing here needs
+PostgreSQL.
 """
 
 from __future__ import annotations
