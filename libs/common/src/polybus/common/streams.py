@@ -24,6 +24,7 @@ from polybus.common.subjects import Namespace, check_subject_pattern
 
 NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
 Limit = Annotated[int, msgspec.Meta(ge=-1)]
+Replicas = Annotated[int, msgspec.Meta(ge=1, le=5)]
 
 
 class StreamDefinition(ConfigStruct, frozen=True):
@@ -39,7 +40,7 @@ class StreamDefinition(ConfigStruct, frozen=True):
     max_msgs_per_subject: Limit = -1
     duplicate_window_s: NonNegativeSeconds = 120
     discard: Literal["old", "new"] = "old"
-    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    replicas: Replicas = 1
 
 
 class ConsumerDefinition(ConfigStruct, frozen=True):
@@ -68,9 +69,17 @@ class BucketDefinition(ConfigStruct, frozen=True):
     history: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     ttl_s: NonNegativeSeconds = 0
     storage: Literal["file", "memory"] = "file"
+    replicas: Replicas = 1
 
 
 class Definitions(ConfigStruct, frozen=True):
+    base: str = ""
+    """Another streams file (relative to this one) whose definitions this file starts from:
+    its entries come first, this file's are added after them."""
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
+    """Every stream and bucket at this many replicas, overriding their own ``replicas``
+    (0 = each keeps its own). With ``base``, a cluster runs the shipped definitions at R3 from a
+    two-line file: ``base = "streams.toml"`` and ``replicas = 3``."""
     stream: tuple[StreamDefinition, ...] = ()
     consumer: tuple[ConsumerDefinition, ...] = ()
     bucket: tuple[BucketDefinition, ...] = ()
@@ -91,18 +100,53 @@ class Definitions(ConfigStruct, frozen=True):
 def load_definitions(path: Path) -> Definitions:
     """Read and validate a streams file; a consumer must name a defined stream.
 
-    Every problem is a :class:`ConfigError` naming the file and the entry.
+    Every problem is a :class:`ConfigError` naming the file and the entry. A file naming a
+    ``base`` starts from that file's definitions; a top-level ``replicas`` sets every stream's
+    and bucket's replica count.
     """
+    return _load(path, ())
+
+
+def _load(path: Path, seen: tuple[Path, ...]) -> Definitions:
     raw = read_toml(path, "streams file")
     try:
         definitions = convert_section(raw, Definitions)
+        if definitions.base:
+            base_path = (path.parent / definitions.base).resolve()
+            if base_path in seen or base_path == path.resolve():
+                raise ConfigError(f"base {definitions.base!r} includes itself")
+            base = _load(base_path, (*seen, path.resolve()))
+            definitions = msgspec.structs.replace(
+                definitions,
+                base="",
+                replicas=definitions.replicas or base.replicas,
+                stream=base.stream + definitions.stream,
+                consumer=base.consumer + definitions.consumer,
+                bucket=base.bucket + definitions.bucket,
+            )
+        if definitions.replicas:
+            definitions = _with_replicas(definitions, definitions.replicas)
         _check(definitions)
     except ConfigError as error:
         raise ConfigError(f"streams file {path}: {error}") from None
     return definitions
 
 
+def _with_replicas(definitions: Definitions, replicas: int) -> Definitions:
+    return msgspec.structs.replace(
+        definitions,
+        stream=tuple(msgspec.structs.replace(s, replicas=replicas) for s in definitions.stream),
+        bucket=tuple(msgspec.structs.replace(b, replicas=replicas) for b in definitions.bucket),
+    )
+
+
 def _check(definitions: Definitions) -> None:
+    for kind, names in (
+        ("stream", [s.name for s in definitions.stream]),
+        ("bucket", [b.name for b in definitions.bucket]),
+    ):
+        for name in {n for n in names if names.count(n) > 1}:
+            raise ConfigError(f"{kind} {name!r} is defined twice")
     _check_subjects(definitions)
     _check_consumers(definitions)
 
@@ -275,6 +319,7 @@ async def _apply_bucket(
         history=definition.history,
         ttl=definition.ttl_s or None,
         storage=api.StorageType(definition.storage),
+        replicas=definition.replicas,
     )
     try:
         info = await js.stream_info(f"KV_{bucket}")
@@ -288,6 +333,7 @@ async def _apply_bucket(
             ("history", definition.history, actual.max_msgs_per_subject),
             ("ttl", definition.ttl_s, actual.max_age or 0),
             ("description", definition.description or None, actual.description),
+            ("num_replicas", definition.replicas, actual.num_replicas or 1),
         )
         if not _same(desired, current)
     )
@@ -297,6 +343,7 @@ async def _apply_bucket(
     actual.max_msgs_per_subject = definition.history
     actual.max_age = definition.ttl_s
     actual.description = definition.description or None
+    actual.num_replicas = definition.replicas
     await js.update_stream(actual)
     return Change("bucket", bucket, "updated", differences)
 
