@@ -484,12 +484,22 @@ async def test_a_sigkilled_replicas_partitions_move_within_the_ttl_its_orders_ca
 
     await eventually(moved, budget - (time.monotonic() - killed_at), "the takeover", 0.05)
     took = time.monotonic() - killed_at
-    await eventually(
-        lambda: trading.quoting(new_holders) and not trading.open_orders(victim),
-        WAIT_S,
-        "the new holders quoting there, and the dead replica's orders finished",
-        poll=0.2,
-    )
+    try:
+        await eventually(
+            lambda: trading.quoting(new_holders) and not trading.open_orders(victim),
+            WAIT_S,
+            "the new holders quoting there, and the dead replica's orders finished",
+            poll=0.2,
+        )
+    except AssertionError as error:
+        left = {
+            o: (e.status, placed[o][1].partition) for o, e in trading.open_orders(victim).items()
+        }
+        raise AssertionError(
+            f"{error}: new holders {new_holders}, not quoting {trading.unquoted(new_holders)}, "
+            f"{victim}'s orders still working (status, partition): {left}; "
+            f"logs in {replicas.logs}"
+        ) from None
     await trading.settle()
 
     intents, by_id, final = trading.intents(), trading.by_id(), trading.last_status()

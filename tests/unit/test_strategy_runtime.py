@@ -358,6 +358,28 @@ def test_an_acquired_partition_first_cancels_the_orders_another_replica_left_the
     assert survivor.runtime.on_partition_acquired(PARTITION, 11) == []  # once
 
 
+def test_another_replicas_order_reported_after_the_takeover_is_cancelled_as_reported() -> None:
+    dead = Harness(incarnation=1000)
+    left = dead.book(YES, 400_000)[0]
+    survivor = Harness(incarnation=2000)
+    survivor.runtime.on_partition_lost(PARTITION)
+    assert survivor.runtime.on_partition_acquired(PARTITION, 11) == []  # nothing known there
+    own = survivor.book(YES, 410_000, seq=2)[0]
+
+    # EXEC reports the dead replica's order only now: nobody drives it, so it is cancelled.
+    cancels = survivor.runtime.on_execution(survivor.order_event(left, "accepted"))
+
+    assert [(c.target_intent_id, c.lease_revision, c.reason) for c in cancels] == [
+        (left.intent_id, 11, "partition_inherited")
+    ]
+    assert survivor.runtime.on_execution(survivor.order_event(left, "partially_filled")) == []
+    assert survivor.runtime.on_execution(survivor.order_event(own, "accepted")) == []
+    # In a partition it does not hold, another replica's order is that replica's to drive.
+    survivor.runtime.on_partition_lost(PARTITION)
+    later = dead.book(NO, 500_000)[0]
+    assert survivor.runtime.on_execution(survivor.order_event(later, "accepted")) == []
+
+
 def test_a_strategys_cancel_of_another_replicas_order_is_dropped() -> None:
     holder = Harness()
     theirs = holder.book(YES, 400_000)[0]

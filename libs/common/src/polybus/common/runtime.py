@@ -47,6 +47,7 @@ from polybus.common.bus.nats_bus import NatsBus
 from polybus.common.config import Config, ServiceSettings
 from polybus.common.events import HealthStatus, ServiceHealth, encode
 from polybus.common.signals import route_stop_signals
+from polybus.common.tasks import cancel_and_wait
 
 HEALTH_BUCKET = "HEALTH"
 """KV bucket with every instance's latest :class:`ServiceHealth`, key ``<service>.<instance>``."""
@@ -167,11 +168,7 @@ class ServiceRuntime:
     async def _shutdown(self) -> None:
         self._stopping = True
         self.stop_event.set()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=SHUTDOWN_STEP_TIMEOUT_S)
+        await cancel_and_wait(list(self._tasks), SHUTDOWN_STEP_TIMEOUT_S)
         bus = self._bus
         # A last heartbeat only over a live connection: while reconnecting it would wait for
         # its request timeout.
@@ -212,9 +209,7 @@ class ServiceRuntime:
             await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.wait({work}, timeout=SHUTDOWN_STEP_TIMEOUT_S)
+            await cancel_and_wait({work}, SHUTDOWN_STEP_TIMEOUT_S)
         finished = work.done() and not work.cancelled()
         if finished and work.exception() is None:
             return work.result()

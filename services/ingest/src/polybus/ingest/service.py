@@ -32,6 +32,7 @@ from polybus.common.leases import LeaseKeeper, LeaseStore, NatsLeaseStore, new_m
 from polybus.common.polymarket.market_channel import PolymarketNewMarket
 from polybus.common.runtime import ServiceRuntime
 from polybus.common.subjects import market_partition
+from polybus.common.tasks import cancel_and_wait
 from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import EngineStats, IngestEngine
@@ -121,9 +122,9 @@ class Ingest:
         traceback: TracebackType | None,
     ) -> None:
         if self._task is not None:
-            self._task.cancel()
+            await cancel_and_wait({self._task}, None)
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._task  # ended: raises its own error, if it had one
         await self.close()
 
     async def close(self) -> None:

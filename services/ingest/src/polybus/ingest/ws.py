@@ -25,6 +25,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from polybus.common.tasks import cancel_and_wait
 from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import IngestEngine
@@ -334,9 +335,8 @@ class SocketPool:
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, None)
+        await asyncio.gather(*tasks, return_exceptions=True)  # read their errors: all ended
         self._tasks.clear()
 
     def failed(self) -> BaseException | None:

@@ -14,6 +14,9 @@ What the runtime decides, whatever the strategy says:
   not held: the portfolio shows every replica's orders, and another's are not this one's;
 - an asset turning untradeable, a halt and a lost partition cancel the working orders concerned
   (those EXEC reports and the places still on their way) before anything else;
+- a partition taken over has the working orders found there cancelled before anything new is
+  placed there, and a working order of another replica that EXEC reports there later (its
+  events reached this replica after the takeover) is cancelled as it is reported;
 - every intent carries the market's ``partition`` and the ``lease_revision`` it was made under;
 - a :class:`~polybus.strategy.api.Report` becomes a ``RiskEvent`` of the strategy, published
   in order with the intents (the calls return both: :data:`Outgoing`).
@@ -85,6 +88,10 @@ class IntentIds:
             self.incarnation = seen + 1
             self.count = 0
             self.reports = 0
+
+    def mine(self, order_id: str) -> bool:
+        """Whether ``order_id`` was made by this process (this replica, this incarnation)."""
+        return order_id.startswith(f"{self.strategy_id}.{self.replica}.{self.incarnation}.")
 
     def next(self) -> str:
         self.count += 1
@@ -182,7 +189,11 @@ class StrategyRuntime:
     def on_execution(self, event: ExecutionStreamEvent) -> list[Outgoing]:
         """One live EXEC event of this strategy."""
         self._fold(event)
-        if not isinstance(event, Fill) or not self._started:
+        if not self._started:
+            return []
+        if isinstance(event, OrderEvent):
+            return list(self._cancel_orphan(event.order_id))
+        if not isinstance(event, Fill):
             return []
         key = (event.fill_id, event.settlement)
         if key in self._fills_seen:
@@ -226,6 +237,19 @@ class StrategyRuntime:
             if self.partition_of_market(order.condition_id) == partition
         ]
         return self._cancel_all(orders, "partition_inherited")
+
+    def _cancel_orphan(self, order_id: str) -> list[OrderIntent]:
+        """A working order made elsewhere, reported in a partition this replica holds: its
+        maker died or gave the partition up, and EXEC told this replica only after it took the
+        partition over (the scan on acquiring it missed the order). Nobody else drives it."""
+        order = self.portfolio.order(order_id)
+        if (
+            order is None
+            or self.ids.mine(order_id)
+            or self.partition_of_market(order.condition_id) not in self._scope.held
+        ):
+            return []
+        return self._cancel_all([order], "partition_inherited")
 
     def on_partition_lost(self, partition: int) -> list[OrderIntent]:
         """Cancels for every working order in ``partition``, made under its last revision; the

@@ -40,6 +40,7 @@ from polybus.common.events import DecodeError, OrderIntent, execution_decoder
 from polybus.common.halt import HaltFollower, HaltState
 from polybus.common.leases import NatsLeaseStore, new_member_id, strategy_group
 from polybus.common.runtime import ServiceRuntime, ServiceStopped
+from polybus.common.tasks import cancel_and_wait
 from polybus.strategy.api import Strategy
 from polybus.strategy.config import StrategyServiceSettings, configured, runtime_keys
 from polybus.strategy.ownership import (
@@ -344,7 +345,7 @@ async def _follow_books(
             changed.clear()
             held = set(core.held())
             for partition in sorted(feeds.keys() - held):
-                await _cancelled(feeds.pop(partition))
+                await cancel_and_wait([feeds.pop(partition)], None)
             for partition in sorted(held - feeds.keys()):
                 feeds[partition] = feed(partition)
             waiting = asyncio.create_task(changed.wait(), name="strategy.partitions_changed")
@@ -360,26 +361,14 @@ async def _follow_books(
                 task.result()
                 raise RuntimeError(f"{task.get_name()} stopped")
     finally:
-        for task in feeds.values():
-            await _cancelled(task)
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait until it ended, cancelling again while it runs on: on Python
-    3.11 a cancel that lands as an inner ``wait_for`` completes is lost (CPython gh-86296, fixed
-    in 3.12), and a feed cancelled in its warm start then followed its old partitions for good."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait((task,), timeout=0.05)
+        await cancel_and_wait(feeds.values(), None)
 
 
 async def _hand_over(ownership: PartitionOwnership, tasks: list[asyncio.Task[None]]) -> None:
     """On a clean stop, before the runtime cancels the publisher: stop following books and
     renewing, cancel the working orders and give the partitions up, so the other replicas take
     them at once instead of after the TTL. Bounded: with NATS away the leases simply expire."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks, timeout=HAND_OVER_TIMEOUT_S)
+    await cancel_and_wait(tasks, HAND_OVER_TIMEOUT_S)
     try:
         await asyncio.wait_for(ownership.release(), HAND_OVER_TIMEOUT_S)
     except Exception as error:  # the TTL hands them over instead

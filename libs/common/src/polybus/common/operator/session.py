@@ -13,14 +13,16 @@ from collections.abc import Coroutine
 from typing import Any
 
 from polybus.common.signals import route_stop_signals
+from polybus.common.tasks import cancel_and_wait
 
 
 async def run_until_signal(work: Coroutine[Any, Any, None]) -> None:
     """Run ``work``; a stop signal cancels it and returns normally."""
     task = asyncio.ensure_future(work)
+    cancelling: set[asyncio.Task[object]] = set()
 
     def cancel(signal_name: str) -> None:
-        task.cancel()
+        cancelling.add(asyncio.ensure_future(cancel_and_wait({task}, None)))
 
     restore = route_stop_signals(asyncio.get_running_loop(), cancel)
     try:

@@ -24,6 +24,7 @@ from polybus.common.events import DeadLetter, DecodeError, MarketInfo, decode
 from polybus.common.operator.stream_reader import capturing_streams, intersect, read_stream
 from polybus.common.operator.tail_format import MarketNames, clock, line
 from polybus.common.streams import Definitions
+from polybus.common.tasks import cancel_and_wait
 
 OutputMode = Literal["human", "json", "raw"]
 DEAD_LETTERS = "dlq.>"
@@ -121,8 +122,7 @@ async def tail(
             for stream, filters in capturing_streams(pattern, definitions)
         ]
         await done.wait()
-        for reader in readers:
-            reader.cancel()
+        await cancel_and_wait(readers, None)
 
 
 async def _replay(
