@@ -86,7 +86,7 @@ BAD_CONFIGS: dict[str, tuple[str | None, str]] = {
     "syntax.toml": ("[bus\n", "is not valid TOML"),
     "streams.toml": ('[bus]\nstreams_file = "nope.toml"\n', "bus.streams_file"),
     "prefix.toml": ('[bus]\nsubject_prefix = "a b"\n', "bus.subject_prefix"),
-    "secrets.toml": ('secrets_file = "absent.toml"\n', "secrets_file"),
+    "keyfile.toml": ('secrets_file = "absent.toml"\n', "secrets_file"),
 }
 
 
@@ -143,14 +143,14 @@ def nats_down(*args: str) -> Case:
 
 LIVE_NO_SECRETS = {"live.toml": '[executor]\nmode = "live"\n'}
 LIVE_NO_KEY = {
-    "live.toml": 'secrets_file = "s.toml"\n[executor]\nmode = "live"\n',
-    "s.toml": "[polymarket]\n",
+    "live.toml": 'secrets_file = "secrets.toml"\n[executor]\nmode = "live"\n',
+    "secrets.toml": "[polymarket]\n",
 }
-NO_KEY = {"nokey.toml": 'secrets_file = "s.toml"\n', "s.toml": "[polymarket]\n"}
+NO_KEY = {"nokey.toml": 'secrets_file = "secrets.toml"\n', "secrets.toml": "[polymarket]\n"}
 VENUE_DOWN = {
-    "venue.toml": 'secrets_file = "s.toml"\n[executor]\n'
+    "venue.toml": 'secrets_file = "secrets.toml"\n[executor]\n'
     f'clob_url = "http://127.0.0.1:{DEAD}"\nsignature_type = "EOA"\n',
-    "s.toml": KEY,
+    "secrets.toml": KEY,
 }
 NOT_FRAMES = {"c.jsonl": "hello\nworld\n"}
 
@@ -245,7 +245,7 @@ CASES: dict[str, list[Case]] = {
         row("config", "check", "binary.toml", files={"binary.toml": bytes(range(256))},
             says="not UTF-8"),
     ],
-    "polybus sim": [bad_config("sim", name="secrets.toml")],
+    "polybus sim": [bad_config("sim", name="keyfile.toml")],
     "polybus sim-fault": [
         row("sim-fault", says="Missing argument 'name'"),
         row("sim-fault", "stall", "--set", "novalue", says="is not KEY=VALUE"),
@@ -297,7 +297,7 @@ CASES: dict[str, list[Case]] = {
         row("account", "--config", "nokey.toml", files=NO_KEY,
             says="account: the secrets file has no [polymarket] private_key"),
         bad_config("account", "--json", name="syntax.toml"),
-        bad_config("account", name="secrets.toml"),
+        bad_config("account", name="keyfile.toml"),
     ],
     "polybus account derive-keys": [
         row("account", "derive-keys", says="derive-keys: the config names no secrets_file"),
@@ -332,7 +332,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "polybus db": [row("db", "nosuch", says="No such command")],
     "polybus db migrate": [
-        bad_config("db", "migrate", name="secrets.toml"),
+        bad_config("db", "migrate", name="keyfile.toml"),
         down("db", "migrate", says="database postgresql://polybus@"),
     ],
     "polybus db prune": [

@@ -56,7 +56,7 @@ T = TypeVar("T")
 
 
 def write_config(
-    path: Path, nats_url: str, bus: NatsBus, executor: str = "", extra: str = ""
+    path: Path, nats_url: str, bus: NatsBus, executor: str = "", extra: str = "", risk: str = ""
 ) -> Config:
     path.write_text(
         f'{extra}[bus]\nurl = "{nats_url}"\nstreams_file = "{STREAMS_FILE}"\n'
@@ -66,6 +66,7 @@ def write_config(
         '[database]\nurl = "postgresql://postgres@127.0.0.1:1/polybus"\n'
         f"[executor]\nmetrics_port = 0\n{executor}"
         '[executor.risk.strategy]\nmax_intent_age_s = 60.0\nmax_order_notional = "250"\n'
+        f"{risk}"
     )
     return load_config(path, section_types(discover_plugins()))
 
@@ -265,6 +266,44 @@ async def test_each_risk_refusal_is_a_rejected_order_event_with_its_reason(
     if reason.startswith("max_"):
         [limit] = execution.of_type(RiskEvent)
         assert (limit.kind, limit.limit) == ("limit_hit", reason)
+
+
+async def test_takers_finding_no_liquidity_do_not_open_the_breaker_but_bad_orders_do(
+    execution: Execution, tmp_path: Path, nats_server: NatsServerInfo, bus: NatsBus
+) -> None:
+    """A FAK/FOK the book cannot fill is the market's answer (a complete-set arbitrage meets
+    it routinely), not a fault of ours; a post-only order that would cross is."""
+    config = write_config(
+        tmp_path / "executor.toml",
+        nats_server.url,
+        bus,
+        risk="reject_burst_count = 2\nreject_burst_window_s = 60.0\n",
+    )
+    misses = [intent(price=400_000, time_in_force=tif) for tif in ("FAK", "FOK", "FAK", "FOK")]
+    resting = intent(price=380_000)
+    crossers = [intent(price=420_000, post_only=True) for _ in range(2)]
+    after = intent(price=370_000)
+    async with executor_running(config):
+        for miss in misses:
+            await execution.send(miss)
+        await execution.send(resting)
+        await execution.status(resting.intent_id, "accepted")
+        for crosser in crossers:
+            await execution.send(crosser)
+            await execution.status(crosser.intent_id, "rejected")
+        await execution.wait_for(
+            "the breaker",
+            lambda: any(e.limit == "breaker_open" for e in execution.of_type(RiskEvent)),
+        )
+        await execution.send(after)
+        refused = await execution.status(after.intent_id, "rejected")
+    for miss, code in zip(misses, ("fak_not_filled", "fok_not_filled") * 2, strict=True):
+        [event] = [e for e in execution.orders(miss.intent_id) if e.status == "rejected"]
+        assert (event.reason, event.detail.split(":")[0]) == ("venue_rejected", code)
+    for crosser in crossers:
+        [event] = [e for e in execution.orders(crosser.intent_id) if e.status == "rejected"]
+        assert event.detail.startswith("post_only_would_cross"), event
+    assert refused.reason in ("halted", "breaker_open"), refused
 
 
 async def test_a_restarted_executor_resumes_with_the_same_positions(

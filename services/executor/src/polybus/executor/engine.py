@@ -51,10 +51,23 @@ _log = structlog.get_logger("polybus.executor")
 Clock = Callable[[], int]
 
 NOT_A_BREAKER_REJECT = frozenset(
-    {"engine_restarting", "post_only_mode", "cancel_only_mode", "trading_disabled", "rate_limited"}
+    {
+        # The venue's state (the adapter already backs off from these).
+        "engine_restarting",
+        "post_only_mode",
+        "cancel_only_mode",
+        "trading_disabled",
+        "rate_limited",
+        # The book's answer to a taker: the liquidity was gone by the time the order arrived.
+        # A complete-set arbitrage meets this routinely; counting it would halt the strategy
+        # for doing its job.
+        "fok_not_filled",
+        "fak_not_filled",
+        "unmatched",
+    }
 )
-"""Refusals that are the venue's state, not something wrong with our orders: they do not count
-towards the reject-burst breaker (the adapter already backs off from them)."""
+"""Refusals that say nothing is wrong with our orders: they do not count towards the
+reject-burst breaker (they are still rejected ``OrderEvent``s with their code)."""
 
 _STATE_OF_UPDATE: dict[str, OrderStatus] = {
     "live": "accepted",
