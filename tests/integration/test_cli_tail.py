@@ -129,12 +129,6 @@ async def stored_market_trade_and_fill(
     return config
 
 
-@pytest.mark.skip(
-    reason="known bug, open: `tail '>' --since --count 3` across every stream (KV included) "
-    "sometimes replays MD's events but never EXEC's fill and hangs; seen in 3 of 5 runs on "
-    "2026-12-02, not yet understood (the closing note of that day); the single-stream replay "
-    "of the same events is tested below"
-)
 async def test_tail_json_since_replays_every_stream_unchanged(
     bus: NatsBus, definitions: Definitions, nats_server: NatsServerInfo, tmp_path: Path
 ) -> None:
