@@ -109,10 +109,11 @@ async def test_a_killed_nats_node_loses_nothing_and_stops_nothing(
 @pytest.mark.xfail(
     strict=False,
     reason="open: in 2 of 4 runs a few MD sequences (5507..5510 once), published while"
-    " the killed node's streams"
-    " changed leader, were in MD but had no row after 45 s (the sequences before the kill"
-    " were all recorded)",
+    " the killed node's streams changed leader, had no row after 45 s; likely the recorder's"
+    " acks lost with the leader (redelivered after the 60 s ack wait, now awaited), to be"
+    " confirmed over more runs",
 )
+@pytest.mark.timeout(400)  # up to three streams' ack waits
 async def test_events_published_around_the_kill_are_recorded_too(
     pipeline: Pipeline, client: Client
 ) -> None:
@@ -135,8 +136,13 @@ async def test_events_published_around_the_kill_are_recorded_too(
                 absent = [seq for seq, present in presence if not present]
                 return not held
 
+            # An ack sent to the killed leader is lost: what the recorder had fetched there
+            # comes back once its consumer's ack wait has passed.
+            ack_wait = (await jetstream.consumer_info(name, "recorder")).config.ack_wait or 0
             try:
-                await eventually(recorded, 45, f"rows for every message {name} holds", 1.0)
+                await eventually(
+                    recorded, 45 + ack_wait, f"rows for every message {name} holds", 1.0
+                )
             except AssertionError as error:
                 raise AssertionError(
                     f"{error}: held by {name} without a row (first 20): {held[:20]};"
