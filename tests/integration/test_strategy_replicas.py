@@ -114,8 +114,11 @@ class StreamLog:
 class Trading:
     """The INTENT and EXEC streams as read back, and what the tests ask of them."""
 
-    def __init__(self, bus: NatsBus) -> None:
+    def __init__(self, bus: NatsBus, strategy_id: str | None = None) -> None:
+        """``strategy_id``: read that strategy's intents and order events only (None: every
+        one); both streams are followed whole, so :meth:`settle` can read them to the end."""
         self.bus = bus
+        self.strategy_id = strategy_id
         self.intent_stream = bus.namespace.stream(INTENT_STREAM)
         self.exec_stream = bus.namespace.stream("EXEC")
         self.intent_log = StreamLog(intent_decoder.decode)
@@ -144,11 +147,22 @@ class Trading:
                 await subscription.unsubscribe()
 
     # -- reading -------------------------------------------------------------------------------
+    def _ours(self, event: OrderIntent | OrderEvent) -> bool:
+        return self.strategy_id is None or event.strategy_id == self.strategy_id
+
     def intents(self) -> list[tuple[int, OrderIntent]]:
-        return [(seq, e) for seq, e in self.intent_log.entries if isinstance(e, OrderIntent)]
+        return [
+            (seq, e)
+            for seq, e in self.intent_log.entries
+            if isinstance(e, OrderIntent) and self._ours(e)
+        ]
 
     def order_events(self) -> list[tuple[int, OrderEvent]]:
-        return [(seq, e) for seq, e in self.exec_log.entries if isinstance(e, OrderEvent)]
+        return [
+            (seq, e)
+            for seq, e in self.exec_log.entries
+            if isinstance(e, OrderEvent) and self._ours(e)
+        ]
 
     def by_id(self) -> dict[str, tuple[int, OrderIntent]]:
         """Intent id -> (stream sequence, intent)."""

@@ -32,14 +32,12 @@ from polybus.common.events import (
     execution_decoder,
 )
 from polybus.common.money import MICROS
-from polybus.common.runtime import default_instance
 from polybus.common.streams import load_definitions
 from polybus.common.subjects import partition_of
 from polybus.strategy.api import Action, Cancel, Place, Report, Strategy
-from polybus.strategy.config import StrategyServiceSettings
 from polybus.strategy.portfolio import LivePortfolio
 from polybus.strategy.runtime import IntentIds, StrategyRuntime
-from polybus.strategy.service import IntentPublisher, replica_settings
+from polybus.strategy.service import IntentPublisher
 from tests.conftest import STREAMS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -562,16 +560,3 @@ async def test_the_publisher_sends_reports_to_exec_and_intents_to_intent_in_orde
         ("one_legged", "detected"),
         ("one_legged", "gave_up"),
     ]
-
-
-def test_replicas_on_one_host_have_their_own_instance_names_and_metrics_ports() -> None:
-    # Without a configured instance every replica used the host name: one HEALTH key for all,
-    # so `status` showed a dead replica as alive while another one beat.
-    unset = StrategyServiceSettings()
-    host = default_instance()
-    names = [replica_settings(unset, k, 9100).instance for k in range(3)]
-    assert names == [host, f"{host}-1", f"{host}-2"]
-    assert [replica_settings(unset, k, 9100).metrics_port for k in range(3)] == [9100, 9101, 9102]
-    named = StrategyServiceSettings(instance="rep")
-    assert [replica_settings(named, k, 0).instance for k in (0, 2)] == ["rep", "rep-2"]
-    assert replica_settings(named, 2, 0).metrics_port == 0  # 0: a free port, for each replica

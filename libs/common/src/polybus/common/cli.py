@@ -557,8 +557,13 @@ def config_check(
     typer.echo(json.dumps(loaded.effective(), indent=2, sort_keys=True))
 
 
+ReplicaOption = Annotated[
+    int, typer.Option("--replica", min=0, help="Which of the service's processes this is (0..N-1).")
+]
+
+
 def _add_service(plugin: ServicePlugin) -> None:
-    def run_service(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    def run(config: Path, **options: int) -> None:
         loaded = load(config)
         log = loaded.deployment.log
         configure_logging(log.level, log.format, service=plugin.name)
@@ -566,12 +571,19 @@ def _add_service(plugin: ServicePlugin) -> None:
 
         # Stopped by a signal before it had started (e.g. while NATS was unreachable): exit 0.
         with contextlib.suppress(ServiceStopped):
-            asyncio.run(load_callable(plugin.run)(loaded))
+            asyncio.run(load_callable(plugin.run)(loaded, **options))
+
+    def run_service(config: ConfigOption = DEFAULT_CONFIG) -> None:
+        run(config)
+
+    def run_replica(config: ConfigOption = DEFAULT_CONFIG, replica: ReplicaOption = 0) -> None:
+        run(config, replica=replica)
 
     extra = plugin.commands() if plugin.commands is not None else None
     # A service may bring its own ``polybus <name>`` (with options of its own, e.g. --live).
     if extra is None or all(c.name != plugin.name for c in extra.registered_commands):
-        app.command(name=plugin.name, help=plugin.help)(run_service)
+        command = run_replica if plugin.replicated else run_service
+        app.command(name=plugin.name, help=plugin.help)(command)
     if extra is not None:
         app.registered_commands.extend(extra.registered_commands)
         app.registered_groups.extend(extra.registered_groups)

@@ -39,7 +39,8 @@ class ServicePlugin:
     help: str
     settings_type: type[ServiceSettings]
     run: str
-    """``"module:function"`` of ``async def run(config: Config) -> None``."""
+    """``"module:function"`` of ``async def run(config: Config) -> None`` (with a keyword
+    ``replica: int`` if ``replicated``)."""
     prepare: str = ""
     """``"module:function"`` of ``async def prepare(config: Config) -> None``, run once by
     ``polybus up`` after the servers are up and before any service starts (e.g. migrations)."""
@@ -52,6 +53,9 @@ class ServicePlugin:
     instances: Callable[[Config], Sequence[tuple[str, Sequence[str]]]] | None = None
     """The processes ``polybus up`` starts for this service: (child name, extra arguments)
     each; None: one process named after the service (a strategy runs one per replica)."""
+    replicated: bool = False
+    """``polybus <name>`` takes ``--replica K`` and calls ``run(config, replica=K)``: one of
+    several processes of the service (``instances`` gives each its K)."""
     hooks: Mapping[str, str] = field(default_factory=dict)
     """Named ``"module:function"`` implementations of commands that common owns but a service
     implements, so two services can share one command (see :data:`HOOKS`)."""

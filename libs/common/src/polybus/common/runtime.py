@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+import msgspec
 import nats.micro
 import structlog
 from aiohttp import web
@@ -54,6 +55,7 @@ HEALTH_BUCKET = "HEALTH"
 
 HealthCheck = Callable[[], tuple[bool, str]]
 T = TypeVar("T")
+S = TypeVar("S", bound=ServiceSettings)
 
 SHUTDOWN_STEP_TIMEOUT_S = 0.5
 """Each shutdown step (cancelled tasks, last heartbeat, micro stop, NATS drain) gets this long: a
@@ -68,6 +70,18 @@ class ServiceStopped(Exception):
 def default_instance() -> str:
     """The host name as a NATS-safe token (compose replicas differ by container host name)."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "local"
+
+
+def replica_settings(settings: S, replica: int, *, metrics_port: int) -> S:
+    """Process ``replica``'s copy of a replicated service's settings (``polybus up`` starts
+    ``--replica 0..N-1``): its own instance name, ``<instance or host>-<k>`` past the first, so
+    replicas on one host keep their own HEALTH key and NATS name; and its ``metrics_port``."""
+    instance = settings.instance or default_instance()
+    return msgspec.structs.replace(
+        settings,
+        instance=f"{instance}-{replica}" if replica else instance,
+        metrics_port=metrics_port,
+    )
 
 
 def now_ns() -> int:

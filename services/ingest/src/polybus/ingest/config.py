@@ -45,6 +45,10 @@ class IngestSettings(ServiceSettings, frozen=True):
     """After a ``new_market`` event, refresh once this long later (several coalesce)."""
 
     # -- several ingests: split the markets
+    instances: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    """How many ingest processes ``polybus up`` starts (children ``ingest-<k>``, each
+    ``polybus ingest --replica k``); more than one splits the markets (``split_markets`` is
+    implied). Ingest k > 0 serves ``/metrics`` on a free port, which ``polybus status`` shows."""
     split_markets: bool = False
     """Split the market partitions with the other ingests of this deployment through leases in
     the LEASES bucket (docs/architecture.md, "Leases"): each follows only the markets of the
@@ -91,3 +95,8 @@ class IngestSettings(ServiceSettings, frozen=True):
     rest_concurrency: PositiveInt = 8
     tick_interval_s: PositiveSeconds = 0.25
     """How often timers (grace, snapshot deadlines, periodic snapshots, metrics) run."""
+
+    @property
+    def splits_markets(self) -> bool:
+        """Whether this ingest leases its partitions (explicitly, or one of several under up)."""
+        return self.split_markets or self.instances > 1

@@ -5,11 +5,11 @@ timers and the snapshot request endpoint, as tasks of one TaskGroup: if any of t
 whole ingest stops (the supervisor restarts it). :func:`run` runs it under the
 :class:`~polybus.common.runtime.ServiceRuntime`.
 
-With ``split_markets`` the ingests of a deployment split the partitions with leases
-(:mod:`polybus.common.leases`): this one follows only the selected markets of the partitions it
-holds. A partition won starts its markets afresh (subscribe, venue snapshot, new epoch); a
-partition lost closes them as ``stale`` (``partition_released``), unsubscribes them and pushes
-out what was queued, before the lease is released for the next owner.
+With ``split_markets`` (or ``instances`` > 1) the ingests of a deployment split the partitions
+with leases (:mod:`polybus.common.leases`): this one follows only the selected markets of the
+partitions it holds. A partition won starts its markets afresh (subscribe, venue snapshot, new
+epoch); a partition lost closes them as ``stale`` (``partition_released``), unsubscribes them and
+pushes out what was queued, before the lease is released for the next owner.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from polybus.common.config import Config
 from polybus.common.events import MarketInfo, encode
 from polybus.common.leases import LeaseKeeper, LeaseStore, NatsLeaseStore, new_member_id
 from polybus.common.polymarket.market_channel import PolymarketNewMarket
-from polybus.common.runtime import ServiceRuntime
+from polybus.common.runtime import ServiceRuntime, replica_settings
 from polybus.common.subjects import market_partition
 from polybus.common.tasks import cancel_and_wait
 from polybus.ingest import metrics
@@ -375,13 +375,19 @@ class _Exported:
             metrics.LAG.observe(max(lag, 0) / 1e9)
 
 
-async def run(config: Config) -> None:
+async def run(config: Config, *, replica: int = 0) -> None:
     """Run the ingest service until SIGTERM/SIGINT: select markets, follow their books over the
-    venue's WebSocket, verify them after every batch, publish market data to NATS."""
+    venue's WebSocket, verify them after every batch, publish market data to NATS.
+
+    ``replica`` is which of ``[ingest] instances`` processes this is (its instance name and
+    metrics port; past the first a free one, not the next service's)."""
     settings = config.section("ingest", IngestSettings)
+    settings = replica_settings(
+        settings, replica, metrics_port=0 if replica else settings.metrics_port
+    )
     async with ServiceRuntime("ingest", config, settings) as runtime:
         lease_store: LeaseStore | None = None
-        if settings.split_markets:
+        if settings.splits_markets:
             bus = runtime.bus
             if not isinstance(bus, NatsBus):
                 raise RuntimeError("split_markets needs a NATS server (its LEASES bucket)")

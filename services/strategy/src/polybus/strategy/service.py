@@ -39,7 +39,7 @@ from polybus.common.config import Config
 from polybus.common.events import DecodeError, OrderIntent, execution_decoder
 from polybus.common.halt import HaltFollower, HaltState
 from polybus.common.leases import NatsLeaseStore, new_member_id, strategy_group
-from polybus.common.runtime import ServiceRuntime, ServiceStopped, default_instance
+from polybus.common.runtime import ServiceRuntime, ServiceStopped, replica_settings
 from polybus.common.tasks import cancel_and_wait
 from polybus.strategy.api import Strategy
 from polybus.strategy.config import StrategyServiceSettings, configured, runtime_keys
@@ -141,20 +141,6 @@ class IntentPublisher:
                 return
 
 
-def replica_settings(
-    settings: StrategyServiceSettings, replica: int, metrics_port: int
-) -> StrategyServiceSettings:
-    """Replica ``replica``'s own instance name (``<instance or host>-<k>`` past the first, so
-    replicas on one host keep their own HEALTH key) and metrics port (offset by ``replica``;
-    0 stays 0, a free port)."""
-    instance = settings.instance or default_instance()
-    return msgspec.structs.replace(
-        settings,
-        instance=f"{instance}-{replica}" if replica else instance,
-        metrics_port=metrics_port + replica if metrics_port else 0,
-    )
-
-
 async def run(
     config: Config,
     *,
@@ -173,8 +159,10 @@ async def run(
     else:
         table = configured(settings).get(name) or strategy.settings_type()
     keys = runtime_keys(table) if hasattr(table, "replicas") else None
+    port = keys.metrics_port if keys is not None else 0
+    # Replica k serves /metrics on the strategy's port + k (0 stays 0: a free port each).
     service_settings = replica_settings(
-        settings, replica, keys.metrics_port if keys is not None else 0
+        settings, replica, metrics_port=port + replica if port else 0
     )
     timer_interval_s = (keys.timer_interval_s if keys else None) or settings.timer_interval_s
     async with ServiceRuntime(f"strategy-{name}", config, service_settings) as service:
