@@ -268,11 +268,12 @@ async def test_each_risk_refusal_is_a_rejected_order_event_with_its_reason(
         assert (limit.kind, limit.limit) == ("limit_hit", reason)
 
 
-async def test_takers_finding_no_liquidity_do_not_open_the_breaker_but_bad_orders_do(
+async def test_the_books_answers_do_not_open_the_breaker_but_bad_orders_do(
     execution: Execution, tmp_path: Path, nats_server: NatsServerInfo, bus: NatsBus
 ) -> None:
-    """A FAK/FOK the book cannot fill is the market's answer (a complete-set arbitrage meets
-    it routinely), not a fault of ours; a post-only order that would cross is."""
+    """A FAK/FOK the book cannot fill and a post-only quote the book moved onto are the
+    market's answers (an arbitrage and a market maker meet them routinely), not a fault of
+    ours; an order the venue refuses as invalid (here a GTD already expired) is."""
     config = write_config(
         tmp_path / "executor.toml",
         nats_server.url,
@@ -281,7 +282,8 @@ async def test_takers_finding_no_liquidity_do_not_open_the_breaker_but_bad_order
     )
     misses = [intent(price=400_000, time_in_force=tif) for tif in ("FAK", "FOK", "FAK", "FOK")]
     resting = intent(price=380_000)
-    crossers = [intent(price=420_000, post_only=True) for _ in range(2)]
+    crossers = [intent(price=420_000, post_only=True) for _ in range(3)]
+    expired = [intent(price=370_000, time_in_force="GTD", expires_at_ns=1) for _ in range(2)]
     after = intent(price=370_000)
     async with executor_running(config):
         for miss in misses:
@@ -291,6 +293,14 @@ async def test_takers_finding_no_liquidity_do_not_open_the_breaker_but_bad_order
         for crosser in crossers:
             await execution.send(crosser)
             await execution.status(crosser.intent_id, "rejected")
+        # Seven venue rejects so far and no breaker: the next order is still placed.
+        canary = intent(price=360_000)
+        await execution.send(canary)
+        await execution.status(canary.intent_id, "accepted")
+        assert not any(e.limit == "breaker_open" for e in execution.of_type(RiskEvent))
+        for bad in expired:
+            await execution.send(bad)
+            await execution.status(bad.intent_id, "rejected")
         await execution.wait_for(
             "the breaker",
             lambda: any(e.limit == "breaker_open" for e in execution.of_type(RiskEvent)),
@@ -303,6 +313,9 @@ async def test_takers_finding_no_liquidity_do_not_open_the_breaker_but_bad_order
     for crosser in crossers:
         [event] = [e for e in execution.orders(crosser.intent_id) if e.status == "rejected"]
         assert event.detail.startswith("post_only_would_cross"), event
+    for bad in expired:
+        [event] = [e for e in execution.orders(bad.intent_id) if e.status == "rejected"]
+        assert event.detail.startswith("invalid_expiration"), event
     assert refused.reason in ("halted", "breaker_open"), refused
 
 

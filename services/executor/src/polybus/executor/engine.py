@@ -64,6 +64,10 @@ NOT_A_BREAKER_REJECT = frozenset(
         "fok_not_filled",
         "fak_not_filled",
         "unmatched",
+        # The book's answer to a maker: it moved onto the quote's price on the way. A market
+        # maker quoting at the touch meets this routinely (three spread_capture replicas on
+        # the simulator opened the breaker within two minutes).
+        "post_only_would_cross",
     }
 )
 """Refusals that say nothing is wrong with our orders: they do not count towards the
