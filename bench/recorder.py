@@ -6,9 +6,11 @@ Starts its own PostgreSQL (the embedded launcher, fsync on, as ``polybus up`` ru
 nats-server on loopback, migrates a fresh database and measures, over a venue-like
 market-data load (a snapshot per asset, then ~90% one/two-level deltas, trades, statuses):
 
-- raw COPY (baselines): ``copy_records_to_table`` of the prepared rows straight into (a) plain
-  tables of the same columns, no keys or indexes, and (b) copies of the event tables with their
-  keys and indexes (``event_key`` computed here) - no staging, no conflict handling;
+- raw COPY (baselines): ``copy_records_to_table`` of the prepared rows (market data with its
+  asset dictionary keys already in place) straight into (a) plain tables of the same columns, no
+  keys or indexes, and (b) copies of the event tables with their keys and indexes
+  (``event_key`` and ``ts_event`` computed here) - no staging, no conflict handling, no
+  dictionary;
 - idempotent write: :class:`PostgresStore` - COPY into staging, ``INSERT … SELECT … ON CONFLICT
   DO NOTHING`` into the keyed, indexed event tables, commit - of the same rows and batches;
 - the same batches again (every row a duplicate: what a redelivery storm costs);
@@ -45,7 +47,7 @@ from polybus.recorder.config import RecorderSettings
 from polybus.recorder.migrations import migrate
 from polybus.recorder.recorder import build_loop
 from polybus.recorder.store import PostgresStore
-from polybus.recorder.tables import EVENT_TABLES, TABLE_FOR_TYPE, Row, Source, Table
+from polybus.recorder.tables import EVENT_TABLES, TABLE_FOR_TYPE, Row, Source, Table, timestamp
 from tests.samples import market_data, subject_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +65,22 @@ def batches(rows: list[tuple[Table, Row]], size: int) -> list[dict[Table, list[R
 
 def event_key(table: Table, row: Row) -> uuid.UUID:
     """What PostgreSQL computes as md5(event_id)::uuid."""
-    event_id: str = row[table.columns.index("event_id")]
+    event_id: str = row[table.stage_columns.index("event_id")]
     return uuid.UUID(bytes=hashlib.md5(event_id.encode()).digest())
+
+
+def staged(work: list[dict[Table, list[Row]]]) -> list[dict[Table, list[Row]]]:
+    """The rows as the store stages them: (token, condition) replaced by a dictionary key."""
+    keys: dict[tuple[str, str], int] = {}
+    return [
+        {
+            table: [(keys.setdefault(row[:2], len(keys) + 1), *row[2:]) for row in rows]
+            if table.uses_assets
+            else rows
+            for table, rows in chunk.items()
+        }
+        for chunk in work
+    ]
 
 
 async def timed(count: int, run: Callable[[], Awaitable[None]]) -> tuple[float, float]:
@@ -90,15 +106,23 @@ async def raw_copies(
 ) -> tuple[float, float]:
     """(bare tables, keyed and indexed tables) events/s of a plain COPY of the same rows."""
     raw = await fresh_database(port, "raw")
+    work = staged(work)
     for table in EVENT_TABLES:
-        columns = ", ".join(table.columns)
+        columns = ", ".join(table.stage_columns)
         await raw.execute(
             f"CREATE TABLE bare_{table.name} AS SELECT {columns} FROM {table.name} WITH NO DATA"
         )
         await raw.execute(f"CREATE TABLE keyed_{table.name} (LIKE {table.name} INCLUDING ALL)")
     keyed_work = [
         {
-            table: [(event_key(table, row), *row) for row in table_rows]
+            table: [
+                (
+                    event_key(table, row),
+                    timestamp(row[table.stage_columns.index("ts_event_ns")]),
+                    *row,
+                )
+                for row in table_rows
+            ]
             for table, table_rows in chunk.items()
         }
         for chunk in work
@@ -108,7 +132,9 @@ async def raw_copies(
         for chunk in chunks:
             async with raw.transaction():
                 for table, table_rows in chunk.items():
-                    columns = ("event_key", *table.columns) if keyed else table.columns
+                    columns = table.stage_columns
+                    if keyed:
+                        columns = ("event_key", "ts_event", *columns)
                     await raw.copy_records_to_table(
                         f"{prefix}_{table.name}", records=table_rows, columns=columns
                     )
@@ -140,9 +166,10 @@ async def idempotent_writes(
         await connection.fetchrow(
             "SELECT pg_total_relation_size($1::regclass) AS total, "
             "pg_table_size($1::regclass) AS heap",
-            t.name,
+            name,
         )
-        for t in EVENT_TABLES
+        # The asset dictionary belongs to the rows that use it.
+        for name in (*(t.name for t in EVENT_TABLES), "assets")
     ]
     await store.close()
     await connection.close()
@@ -245,6 +272,7 @@ async def run(events: int, batch: int, pg_port: int, nats_port: int) -> None:
         kinds[table.name] = kinds.get(table.name, 0) + 1
     print(f"{events} market-data events in batches of {batch}: {kinds}")
     print(f"mean JSON size {sum(map(len, payloads)) / events:.0f} B")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     work = batches(rows, batch)
     # The prepared events, payloads and rows are ~1.5M long-lived objects the recorder itself
     # never holds; keep the garbage collector from rescanning them in every measurement.
@@ -268,6 +296,8 @@ async def run(events: int, batch: int, pg_port: int, nats_port: int) -> None:
         f"idempotent / raw COPY: {idempotent / keyed:.2f}x (same tables), "
         f"{idempotent / bare:.2f}x (bare tables)"
     )
+    print(f"end to end / idempotent write: {e2e / idempotent:.2f}x")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(
         f"disk per recorded event: {total:,} B with indexes ({heap:,} B heap), "
         "plain PostgreSQL, uncompressed"

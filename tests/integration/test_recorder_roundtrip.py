@@ -107,7 +107,7 @@ async def publish_all(bus: NatsBus, events: list[Event]) -> None:
 async def stored_events(connection: asyncpg.Connection) -> list[Event]:
     events: list[Event] = []
     for table in EVENT_TABLES:
-        records = await connection.fetch(f"SELECT * FROM {table.name}")
+        records = await connection.fetch(table.query)
         events.extend(table.event(record) for record in records)
     return events
 

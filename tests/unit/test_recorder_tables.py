@@ -44,7 +44,7 @@ def test_table_columns_are_unique_and_carry_their_source() -> None:
         assert len(set(table.columns)) == len(table.columns), table.name
         assert {"stream", "stream_seq"} <= set(table.columns), table.name
     for table in EVENT_TABLES:
-        assert {"event_id", "ts_event", "ts_event_ns", "ts_init_ns"} <= set(table.columns)
+        assert {"event_id", "ts_event_ns", "ts_init_ns"} <= set(table.columns)
 
 
 @pytest.mark.parametrize("event", one_of_each(5), ids=lambda e: type(e).__name__)

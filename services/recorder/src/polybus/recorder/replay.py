@@ -87,16 +87,23 @@ class ReplaySelection:
 
 _SINCE_SQL = """
 SELECT k.key, coalesce(
-    (SELECT max(ts_event) FROM {table} AS t WHERE t.{column} = k.key AND t.ts_event <= $2), $2
+    (SELECT max(t.ts_event) FROM {source} WHERE {column} = k.key AND t.ts_event <= $2), $2
 ) AS since
 FROM unnest($1::text[]) AS k(key)
 """
+_SNAPSHOTS_BY_TOKEN = ("book_snapshots AS t JOIN assets AS a USING (asset_id)", "a.token_id")
+_MARKETS_BY_CONDITION = ("markets AS t", "t.condition_id")
 
 
 async def _since(
-    connection: asyncpg.Connection, table: str, column: str, keys: list[str], start: datetime
+    connection: asyncpg.Connection,
+    source: tuple[str, str],
+    keys: list[str],
+    start: datetime,
 ) -> tuple[datetime, ...]:
-    rows = await connection.fetch(_SINCE_SQL.format(table=table, column=column), keys, start)
+    """Per key, the time of its table's last row at or before ``start`` (else ``start``)."""
+    table, column = source
+    rows = await connection.fetch(_SINCE_SQL.format(source=table, column=column), keys, start)
     since = {r["key"]: r["since"] for r in rows}
     return tuple(since[key] for key in keys)
 
@@ -114,7 +121,7 @@ async def select(
     if market:
         records = await connection.fetch(
             "SELECT token_id AS asset_id FROM outcomes WHERE condition_id = $1 "
-            "UNION SELECT DISTINCT asset_id FROM book_snapshots WHERE condition_id = $1",
+            "UNION SELECT token_id FROM assets WHERE condition_id = $1",
             market,
         )
         assets = sorted(r["asset_id"] for r in records)
@@ -127,9 +134,9 @@ async def select(
         conditions = [condition] if condition else []
     return ReplaySelection(
         assets=tuple(assets),
-        asset_since=await _since(connection, "book_snapshots", "asset_id", assets, start),
+        asset_since=await _since(connection, _SNAPSHOTS_BY_TOKEN, assets, start),
         conditions=tuple(conditions),
-        condition_since=await _since(connection, "markets", "condition_id", conditions, start),
+        condition_since=await _since(connection, _MARKETS_BY_CONDITION, conditions, start),
         start=start,
         end=end,
     )
@@ -144,9 +151,8 @@ async def _rows(
     end: datetime,
 ) -> AsyncIterator[RecordedEvent]:
     query = (
-        f"SELECT {', '.join('t.' + c for c in table.columns)} "  # noqa: S608 - our own names
-        f"FROM {table.name} AS t "
-        f"JOIN unnest($1::text[], $2::timestamptz[]) AS w(key, since) ON t.{column} = w.key "
+        f"{table.query} "
+        f"JOIN unnest($1::text[], $2::timestamptz[]) AS w(key, since) ON {column} = w.key "
         "WHERE t.ts_event >= w.since AND t.ts_event < $3 "
         "ORDER BY t.ts_init_ns, t.stream_seq"
     )
@@ -169,7 +175,7 @@ async def recorded_events(
             _rows(
                 connection,
                 table,
-                "asset_id",
+                "a.token_id",
                 selection.assets,
                 selection.asset_since,
                 selection.end,
@@ -181,7 +187,7 @@ async def recorded_events(
             _rows(
                 connection,
                 MARKETS,
-                "condition_id",
+                "t.condition_id",
                 selection.conditions,
                 selection.condition_since,
                 selection.end,
@@ -191,7 +197,7 @@ async def recorded_events(
             _rows(
                 connection,
                 MARKET_RESOLUTIONS,
-                "condition_id",
+                "t.condition_id",
                 selection.conditions,
                 [selection.start] * len(selection.conditions),
                 selection.end,

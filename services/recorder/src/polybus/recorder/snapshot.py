@@ -34,21 +34,23 @@ class RebuiltBook:
 
 
 _SNAPSHOT_SQL = (
-    f"SELECT {', '.join(BOOK_SNAPSHOTS.columns)} FROM book_snapshots "  # noqa: S608 - our names
-    "WHERE asset_id = $1 AND ts_event <= $2 ORDER BY ts_event DESC, seq DESC LIMIT 1"
+    f"{BOOK_SNAPSHOTS.query} WHERE a.token_id = $1 AND t.ts_event <= $2 "
+    "ORDER BY t.ts_event DESC, t.seq DESC LIMIT 1"
 )
 _DELTAS_SQL = (
-    f"SELECT {', '.join(BOOK_DELTAS.columns)} FROM book_deltas "  # noqa: S608 - our names
-    "WHERE asset_id = $1 AND ts_event >= $2 AND ts_event <= $3 AND epoch = $4 AND seq > $5 "
-    "ORDER BY seq"
+    f"{BOOK_DELTAS.query} WHERE a.token_id = $1 AND t.ts_event >= $2 AND t.ts_event <= $3 "
+    "AND t.epoch = $4 AND t.seq > $5 ORDER BY t.seq"
 )
 # Status and tick-size events share the book's sequence numbers: they count for gap detection.
 _OTHER_SEQS_SQL = """
+WITH asset AS (SELECT asset_id FROM assets WHERE token_id = $1)
 SELECT seq FROM book_status
-WHERE asset_id = $1 AND ts_event >= $2 AND ts_event <= $3 AND epoch = $4 AND seq > $5
+WHERE asset_id IN (SELECT asset_id FROM asset)
+  AND ts_event >= $2 AND ts_event <= $3 AND epoch = $4 AND seq > $5
 UNION
 SELECT seq FROM tick_size_changes
-WHERE asset_id = $1 AND ts_event >= $2 AND ts_event <= $3 AND epoch = $4 AND seq > $5
+WHERE asset_id IN (SELECT asset_id FROM asset)
+  AND ts_event >= $2 AND ts_event <= $3 AND epoch = $4 AND seq > $5
 """
 
 

@@ -5,6 +5,12 @@ staging table (``ON COMMIT DELETE ROWS``), then ``INSERT … SELECT … ON CONFL
 into the table, so a row whose key is already there (a redelivery, a re-publication) is not
 written twice. Only after the commit does the caller ack the messages.
 
+Market data is keyed by the asset dictionary (``assets``): the store maps each row's
+(token_id, condition_id) to its integer key from an in-process cache. A pair the cache does not
+know is inserted (``ON CONFLICT DO NOTHING``, then read back: a concurrent recorder's row is the
+one both use) in the batch's own transaction, and enters the cache only after the commit - so a
+rolled-back or crashed batch leaves neither the pair nor a cached key that does not exist.
+
 Failures come in two kinds the caller treats differently: :class:`StoreUnavailable` (the
 server is down, restarting or out of resources: retry the same batch later) and
 :class:`RowsRejected` (the server refused the data itself: retrying cannot help, so the caller
@@ -26,6 +32,22 @@ from polybus.recorder.tables import ALL_TABLES, EventTable, RawTable, Row, Table
 _log = structlog.get_logger("polybus.recorder.store")
 
 Batch = Mapping[Table, Sequence[Row]]
+
+
+AssetPair = tuple[str, str]
+"""(token_id, condition_id): what the asset dictionary keys."""
+
+_ADD_ASSETS = (
+    "INSERT INTO assets (token_id, condition_id) "
+    "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
+)
+# A statement of its own after the insert: in READ COMMITTED it sees the row a concurrent
+# recorder committed while this one waited on the unique index.
+_ASSET_KEYS = (
+    "SELECT a.asset_id, a.token_id, a.condition_id FROM assets AS a "
+    "JOIN unnest($1::text[], $2::text[]) AS n(token_id, condition_id) "
+    "USING (token_id, condition_id)"
+)
 
 
 class StoreUnavailable(Exception):
@@ -77,6 +99,7 @@ class PostgresStore:
         self._connect = connect
         self._timeout = timeout
         self._connection: asyncpg.Connection | None = None
+        self._asset_keys: dict[AssetPair, int] = {}
 
     async def _open(self) -> asyncpg.Connection:
         if self._connection is not None and not self._connection.is_closed():
@@ -88,7 +111,7 @@ class PostgresStore:
                 # ON COMMIT DELETE ROWS empties it at each commit without a statement of ours.
                 await connection.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(table)} ON COMMIT DELETE ROWS "  # noqa: S608 - our own table names
-                    f"AS SELECT {', '.join(table.columns)} FROM {table.name} WITH NO DATA"
+                    f"AS SELECT {', '.join(table.stage_columns)} FROM {table.name} WITH NO DATA"
                 )
         except BaseException:
             connection.terminate()
@@ -114,18 +137,43 @@ class PostgresStore:
     async def _write(self, batch: Batch) -> dict[str, int]:
         connection = await self._open()
         inserted: dict[str, int] = {}
+        added: dict[AssetPair, int] = {}
         async with connection.transaction():
             for table, rows in batch.items():
                 if not rows:
                     continue
+                if table.uses_assets:
+                    rows = await self._keyed(connection, rows, added)
                 stage = stage_name(table)
-                await connection.copy_records_to_table(stage, records=rows, columns=table.columns)
+                await connection.copy_records_to_table(
+                    stage, records=rows, columns=table.stage_columns
+                )
                 status = await connection.execute(table.insert_sql(stage))
                 # "INSERT 0 <rows>": the rows that were not already there.
                 inserted[table.name] = int(status.rsplit(" ", 1)[1])
                 if table.after_insert:
                     await connection.execute(table.after_insert.format(stage=stage))
+        self._asset_keys.update(added)  # committed: the keys exist now
         return inserted
+
+    async def _keyed(
+        self, connection: asyncpg.Connection, rows: Sequence[Row], added: dict[AssetPair, int]
+    ) -> list[Row]:
+        """The rows with their leading (token_id, condition_id) replaced by the asset's key."""
+        keys = self._asset_keys
+        try:
+            return [(keys[row[:2]], *row[2:]) for row in rows]
+        except KeyError:
+            pass
+        # Sorted, so that two recorders adding the same new assets lock them in one order.
+        missing = sorted({row[:2] for row in rows} - keys.keys() - added.keys())
+        if missing:
+            tokens, conditions = [p[0] for p in missing], [p[1] for p in missing]
+            await connection.execute(_ADD_ASSETS, tokens, conditions)
+            for record in await connection.fetch(_ASSET_KEYS, tokens, conditions):
+                added[(record["token_id"], record["condition_id"])] = record["asset_id"]
+        every = {**keys, **added}
+        return [(every[row[:2]], *row[2:]) for row in rows]
 
     async def _discard(self) -> None:
         connection, self._connection = self._connection, None

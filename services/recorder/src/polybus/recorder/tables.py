@@ -1,11 +1,18 @@
 """The event tables: how each event becomes a row, and how that row becomes the same event again.
 
-One table per event type (``migrations/0001_core.sql``). A table's ``columns`` are what the
-recorder COPYs into its staging table, in row order; the idempotency key ``event_key`` is
-computed by PostgreSQL from ``event_id`` (``md5(event_id)::uuid``) while inserting. Most events
-are flat: their fields map one to one onto columns (``ts_event``/``ts_init`` become the exact
-``ts_event_ns``/``ts_init_ns``, plus a ``ts_event`` TIMESTAMPTZ for queries). Books store their
-levels as parallel BIGINT arrays, markets their outcomes as parallel TEXT arrays.
+One table per event type (``migrations/0001_core.sql``). A table's ``columns`` name the values
+of a row (:meth:`EventTable.row`), in order; ``stage_columns`` are what the recorder COPYs into
+its staging table. While inserting, PostgreSQL computes the idempotency key ``event_key``
+(``md5(event_id)::uuid``) and the ``ts_event`` TIMESTAMPTZ of queries (from ``ts_event_ns``, to
+the microsecond), so the recorder builds neither per row. Most events are flat: their fields map
+one to one onto columns (``ts_event``/``ts_init`` become the exact ``ts_event_ns``/``ts_init_ns``).
+Books store their levels as parallel BIGINT arrays, markets their outcomes as parallel TEXT
+arrays.
+
+Per-asset market data (:class:`MarketDataTable`) is keyed by the asset dictionary
+(``migrations/0004_asset_dictionary.sql``): its rows begin with the event's ``token_id`` (the
+event's ``asset_id``) and ``condition_id``, which the store replaces by the pair's integer
+``asset_id`` before the COPY; readers join ``assets`` back (:attr:`EventTable.query`).
 
 :meth:`EventTable.event` is the inverse of :meth:`EventTable.row`: every field is stored, so an
 event read back is equal to the one recorded (tested for every type).
@@ -14,6 +21,7 @@ event read back is equal to the one recorded (tested for every type).
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -86,6 +94,9 @@ def partition_of_subject(subject: str) -> int | None:
 
 _RENAMED = {"ts_event": "ts_event_ns", "ts_init": "ts_init_ns", "limit": "limit_name"}
 
+_TS_EVENT = "timestamptz 'epoch' + ts_event_ns / 1000 * interval '1 microsecond'"
+"""``ts_event`` from ``ts_event_ns``, exact to the microsecond (what :func:`timestamp` gives)."""
+
 
 class EventTable:
     """A table holding one event type, one row per event (flat: a column per field)."""
@@ -95,6 +106,8 @@ class EventTable:
     columns: tuple[str, ...]
     after_insert: ClassVar[str] = ""
     """SQL run after the insert in the same transaction; it may read ``{stage}``."""
+    uses_assets: ClassVar[bool] = False
+    """Rows begin with (token_id, condition_id), stored as the asset dictionary's key."""
 
     def __init__(
         self, name: str, event_type: type[Event], *, partitioned: bool | None = None
@@ -107,7 +120,6 @@ class EventTable:
         )
         """Published on a market-data subject: the row keeps the subject's partition."""
         self.columns = (
-            "ts_event",
             "stream",
             "stream_seq",
             *(("part",) if self.partitioned else ()),
@@ -118,36 +130,42 @@ class EventTable:
     def key_columns(self) -> tuple[str, ...]:
         return ("event_key",)
 
+    @property
+    def stage_columns(self) -> tuple[str, ...]:
+        """The columns of the staging table, in row order (as the store COPYs them)."""
+        return self.columns
+
+    @property
+    def query(self) -> str:
+        """``SELECT`` of every stored column (as ``t``) that :meth:`event` reads back."""
+        return f"SELECT t.* FROM {self.name} AS t"  # noqa: S608 - our own names
+
     def row(self, event: Any, source: Source) -> Row:
         if self.partitioned:
             return (
-                timestamp(event.ts_event),
                 source.stream,
                 source.stream_seq,
                 partition_of_subject(source.subject),
                 *msgspec.structs.astuple(event),
             )
-        return (
-            timestamp(event.ts_event),
-            source.stream,
-            source.stream_seq,
-            *msgspec.structs.astuple(event),
-        )
+        return (source.stream, source.stream_seq, *msgspec.structs.astuple(event))
 
     def event(self, record: RecordLike) -> Event:
         return self.event_type(**{f: record[_RENAMED.get(f, f)] for f in self._fields})
 
     def insert_sql(self, stage: str) -> str:
-        columns = ", ".join(self.columns)
+        columns = ", ".join(self.stage_columns)
         return (
-            f"INSERT INTO {self.name} (event_key, {columns}) "  # noqa: S608 - our own names
-            f"SELECT md5(event_id)::uuid, {columns} FROM {stage} ON CONFLICT DO NOTHING"
+            f"INSERT INTO {self.name} (event_key, ts_event, {columns}) "  # noqa: S608 - our own names
+            f"SELECT md5(event_id)::uuid, {_TS_EVENT}, {columns} FROM {stage} "
+            "ON CONFLICT DO NOTHING"
         )
 
 
 _ENVELOPE = ("event_id", "ts_event_ns", "ts_init_ns", "correlation_id", "causation_id")
-_MARKET_DATA = ("asset_id", "condition_id", "seq", "epoch")
-_SOURCE = ("ts_event", "stream", "stream_seq", "part")
+_ASSET = ("token_id", "condition_id")
+_SOURCE = ("stream", "stream_seq", "part")
+_MARKET_DATA = ("seq", "epoch")
 
 
 def _require_fields(event_type: type[Event], stored: tuple[str, ...]) -> None:
@@ -158,15 +176,72 @@ def _require_fields(event_type: type[Event], stored: tuple[str, ...]) -> None:
         raise TypeError(f"{event_type.__name__} fields without a column: {sorted(missing)}")
 
 
-class BookSnapshotTable(EventTable):
+class MarketDataTable(EventTable):
+    """Per-asset market data, keyed by the asset dictionary.
+
+    A row is ``(token_id, condition_id, stream, stream_seq, part, <envelope>, seq, epoch, …)``;
+    the store stages ``(asset_id, stream, …)``, the pair replaced by its integer key.
+    """
+
+    uses_assets = True
+    _QUERY = (
+        "SELECT t.*, a.token_id, a.condition_id FROM {name} AS t JOIN assets AS a USING (asset_id)"
+    )
+
+    def __init__(self, name: str, event_type: type[MarketDataEvent]) -> None:
+        super().__init__(name, event_type)
+        fields = event_type.__struct_fields__
+        own = tuple(f for f in fields if f not in MarketDataEvent.__struct_fields__)
+        self.columns = (*_ASSET, *_SOURCE, *_ENVELOPE, *_MARKET_DATA, *own)
+        # Flat types: the event's tuple (astuple order) picked into the row's order in C.
+        order = ("event_id", "ts_event", "ts_init", "correlation_id", "causation_id",
+                 *_MARKET_DATA, *own)  # fmt: skip
+        self._pick = operator.itemgetter(*(fields.index(f) for f in order))
+        self._asset_index = (fields.index("asset_id"), fields.index("condition_id"))
+
+    @property
+    def stage_columns(self) -> tuple[str, ...]:
+        return ("asset_id", *self.columns[len(_ASSET) :])
+
+    @property
+    def query(self) -> str:
+        return self._QUERY.format(name=self.name)
+
+    def row(self, event: Any, source: Source) -> Row:
+        values = msgspec.structs.astuple(event)
+        token, condition = self._asset_index
+        return (
+            values[token],
+            values[condition],
+            source.stream,
+            source.stream_seq,
+            partition_of_subject(source.subject),
+            *self._pick(values),
+        )
+
+    def event(self, record: RecordLike) -> Event:
+        event_type: Any = self.event_type
+        return event_type(  # type: ignore[no-any-return]
+            asset_id=record["token_id"],
+            condition_id=record["condition_id"],
+            **{f: record[_RENAMED.get(f, f)] for f in self._fields if f not in _FROM_ASSETS},
+        )
+
+
+_FROM_ASSETS = frozenset(("asset_id", "condition_id"))
+
+
+class BookSnapshotTable(MarketDataTable):
     def __init__(self) -> None:
         super().__init__("book_snapshots", BookSnapshot)
         _require_fields(
             BookSnapshot,
-            ("event_id", "ts_event", "ts_init", "correlation_id", "causation_id",
-             *_MARKET_DATA, "tick_size", "min_order_size", "venue_hash", "bids", "asks"),
+            ("asset_id", "condition_id", "event_id", "ts_event", "ts_init", "correlation_id",
+             "causation_id", *_MARKET_DATA, "tick_size", "min_order_size", "venue_hash", "bids",
+             "asks"),
         )  # fmt: skip
         self.columns = (
+            *_ASSET,
             *_SOURCE,
             *_ENVELOPE,
             *_MARKET_DATA,
@@ -182,7 +257,8 @@ class BookSnapshotTable(EventTable):
     def row(self, event: Any, source: Source) -> Row:
         e: BookSnapshot = event
         return (
-            timestamp(e.ts_event),
+            e.asset_id,
+            e.condition_id,
             source.stream,
             source.stream_seq,
             partition_of_subject(source.subject),
@@ -191,8 +267,6 @@ class BookSnapshotTable(EventTable):
             e.ts_init,
             e.correlation_id,
             e.causation_id,
-            e.asset_id,
-            e.condition_id,
             e.seq,
             e.epoch,
             e.tick_size,
@@ -211,7 +285,7 @@ class BookSnapshotTable(EventTable):
             ts_init=record["ts_init_ns"],
             correlation_id=record["correlation_id"],
             causation_id=record["causation_id"],
-            asset_id=record["asset_id"],
+            asset_id=record["token_id"],
             condition_id=record["condition_id"],
             seq=record["seq"],
             epoch=record["epoch"],
@@ -226,15 +300,16 @@ class BookSnapshotTable(EventTable):
 _LETTER_SIDE: dict[str, Any] = {"B": "BUY", "S": "SELL"}
 
 
-class BookDeltaTable(EventTable):
+class BookDeltaTable(MarketDataTable):
     def __init__(self) -> None:
         super().__init__("book_deltas", BookDelta)
         _require_fields(
             BookDelta,
-            ("event_id", "ts_event", "ts_init", "correlation_id", "causation_id",
-             *_MARKET_DATA, "best_bid", "best_ask", "changes"),
+            ("asset_id", "condition_id", "event_id", "ts_event", "ts_init", "correlation_id",
+             "causation_id", *_MARKET_DATA, "best_bid", "best_ask", "changes"),
         )  # fmt: skip
         self.columns = (
+            *_ASSET,
             *_SOURCE,
             *_ENVELOPE,
             *_MARKET_DATA,
@@ -247,13 +322,18 @@ class BookDeltaTable(EventTable):
 
     def row(self, event: Any, source: Source) -> Row:
         e: BookDelta = event
-        sides, prices, sizes = [], [], []
-        for change in e.changes:
-            sides.append(change.side[0])  # "B"(UY) / "S"(ELL)
-            prices.append(change.price)
-            sizes.append(change.size)
+        changes = e.changes
+        if len(changes) == 1:
+            # Most deltas change one level: no lists to grow, no join.
+            [change] = changes
+            sides, prices, sizes = change.side[0], [change.price], [change.size]
+        else:
+            sides = "".join([change.side[0] for change in changes])  # "B"(UY) / "S"(ELL)
+            prices = [change.price for change in changes]
+            sizes = [change.size for change in changes]
         return (
-            timestamp(e.ts_event),
+            e.asset_id,
+            e.condition_id,
             source.stream,
             source.stream_seq,
             partition_of_subject(source.subject),
@@ -262,13 +342,11 @@ class BookDeltaTable(EventTable):
             e.ts_init,
             e.correlation_id,
             e.causation_id,
-            e.asset_id,
-            e.condition_id,
             e.seq,
             e.epoch,
             e.best_bid,
             e.best_ask,
-            "".join(sides),
+            sides,
             prices,
             sizes,
         )
@@ -280,7 +358,7 @@ class BookDeltaTable(EventTable):
             ts_init=record["ts_init_ns"],
             correlation_id=record["correlation_id"],
             causation_id=record["causation_id"],
-            asset_id=record["asset_id"],
+            asset_id=record["token_id"],
             condition_id=record["condition_id"],
             seq=record["seq"],
             epoch=record["epoch"],
@@ -301,7 +379,8 @@ class BookDeltaTable(EventTable):
 class MarketTable(EventTable):
     after_insert = (
         "INSERT INTO outcomes (token_id, condition_id, outcome, outcome_index, first_seen) "
-        "SELECT o.token_id, s.condition_id, o.outcome, o.ordinal - 1, s.ts_event "
+        "SELECT o.token_id, s.condition_id, o.outcome, o.ordinal - 1, "
+        "timestamptz 'epoch' + s.ts_event_ns / 1000 * interval '1 microsecond' "
         "FROM {stage} AS s, "
         "unnest(s.outcome_token_ids, s.outcome_names) WITH ORDINALITY "
         "AS o(token_id, outcome, ordinal) "
@@ -330,7 +409,6 @@ class MarketTable(EventTable):
     def row(self, event: Any, source: Source) -> Row:
         e: MarketInfo = event
         return (
-            timestamp(e.ts_event),
             source.stream,
             source.stream_seq,
             partition_of_subject(source.subject),
@@ -365,9 +443,12 @@ class MarketTable(EventTable):
 class RawTable:
     """A table of verbatim bus messages keyed by (stream, stream_seq): no event to decode."""
 
+    uses_assets = False
+
     def __init__(self, name: str, columns: tuple[str, ...]) -> None:
         self.name = name
         self.columns = columns
+        self.stage_columns = columns
         self.after_insert = ""
 
     @property
@@ -384,9 +465,9 @@ class RawTable:
 
 BOOK_SNAPSHOTS = BookSnapshotTable()
 BOOK_DELTAS = BookDeltaTable()
-TRADES = EventTable("trades", Trade)
-TICK_SIZE_CHANGES = EventTable("tick_size_changes", TickSizeChanged)
-BOOK_STATUS = EventTable("book_status", BookStatus)
+TRADES = MarketDataTable("trades", Trade)
+TICK_SIZE_CHANGES = MarketDataTable("tick_size_changes", TickSizeChanged)
+BOOK_STATUS = MarketDataTable("book_status", BookStatus)
 MARKETS = MarketTable()
 MARKET_RESOLUTIONS = EventTable("market_resolutions", MarketResolved, partitioned=True)
 INTENTS = EventTable("intents", OrderIntent)
