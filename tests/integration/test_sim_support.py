@@ -186,8 +186,10 @@ class Trader:
         order_type: str = "GTC",
         post_only: bool = False,
         expiration: int = 0,
+        amounts: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
-        """A signed POST /order body; ``price`` and ``size`` in micros."""
+        """A signed POST /order body; ``price`` and ``size`` in micros, or (maker, taker)
+        ``amounts`` as given (a ratio off the tick grid, as an SDK market order has)."""
         import time
 
         from polymarket._internal.actions.orders.typed_data import build_order_typed_data
@@ -195,6 +197,8 @@ class Trader:
 
         collateral = size * price // 1_000_000
         maker_amount, taker_amount = (collateral, size) if side == "BUY" else (size, collateral)
+        if amounts is not None:
+            maker_amount, taker_amount = amounts
         self.salt += 1
         unsigned = UnsignedOrder(
             chain_id=137,

@@ -148,6 +148,31 @@ async def test_an_off_tick_price_is_rejected(sim: Simulator, trader: Trader) -> 
     )
 
 
+async def test_a_market_buy_priced_off_the_grid_by_its_amounts_takes_the_book(
+    sim: Simulator, trader: Trader
+) -> None:
+    # The official SDK's market BUY spends whole cents and floors the shares: the ratio of its
+    # amounts sits a fraction above the cap (0.4510002 for a 0.451 cap), off the tick grid. A
+    # limit order priced so is refused; a FAK takes the book up to the cap on the grid.
+    market = binary(sim)
+    _, asks = sim.book(market.yes)
+    best_ask, depth = asks[0]
+    whole = min(5, depth // MICROS)
+    spend = whole * best_ask  # whole shares' worth, in micros of pUSD (whole cents)
+    shares = whole * MICROS - 7  # a hair fewer shares: the ratio is above the ask
+    amounts = (spend, shares)
+    limit = trader.order(market.yes, side="BUY", price=0, size=0, amounts=amounts)
+    refused = await post(trader, limit)
+    assert refused.status_code == 400
+    assert "breaks minimum tick size rule" in refused.json()["error"]
+    fak = trader.order(market.yes, side="BUY", price=0, size=0, order_type="FAK", amounts=amounts)
+    taken = (await post(trader, fak)).json()
+    assert (taken["success"], taken["status"]) == (True, "matched"), taken
+    # Every share bought, at the ask: no more than the cap on the grid, within the spend.
+    assert taken["takingAmount"] == str(shares)
+    assert taken["makingAmount"] == str(shares * best_ask // MICROS)
+
+
 async def test_a_too_small_size_is_rejected(sim: Simulator, trader: Trader) -> None:
     market = binary(sim)
     price = passive_bid(sim, market.yes)

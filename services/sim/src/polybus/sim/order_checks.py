@@ -128,18 +128,26 @@ def price_and_size(
     """(shares, collateral, price) of a signed order, checked against the tick and minimums.
 
     BUY: makerAmount is the collateral paid, takerAmount the shares; SELL the reverse. The
-    price is their ratio and must sit exactly on the market's tick grid."""
+    price is their ratio. A limit order's (GTC/GTD) must sit exactly on the market's tick grid.
+    A market order's (FOK/FAK) need not: the official SDK builds a market BUY from a spend
+    amount (cents) and floors the shares, so its ratio sits a fraction above the cap it was
+    given; its limit is that ratio rounded to the grid against the order (a BUY down, a SELL
+    up), which is the cap the SDK promises not to exceed."""
     if struct.side == 0:
         shares, collateral = struct.taker_amount, struct.maker_amount
     else:
         shares, collateral = struct.maker_amount, struct.taker_amount
     tick = book.tick_size
-    if (collateral * MICROS) % shares:
-        raise Rejected(
-            f"order {order_id} is invalid. Price ({_decimal_text(collateral, shares)}) "
-            f"breaks minimum tick size rule: {format_price(tick)}"
-        )
-    price = collateral * MICROS // shares
+    if order_type in ("FOK", "FAK"):
+        steps, inexact = divmod(collateral * MICROS, shares * tick)
+        price = (steps + (1 if inexact and struct.side == 1 else 0)) * tick
+    else:
+        if (collateral * MICROS) % shares:
+            raise Rejected(
+                f"order {order_id} is invalid. Price ({_decimal_text(collateral, shares)}) "
+                f"breaks minimum tick size rule: {format_price(tick)}"
+            )
+        price = collateral * MICROS // shares
     if price % tick or not tick <= price <= MICROS - tick:
         raise Rejected(
             f"order {order_id} is invalid. Price ({format_price(price)}) breaks minimum "
