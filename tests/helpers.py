@@ -86,10 +86,11 @@ async def polybus(*args: str, cwd: Path) -> tuple[int, str]:
     return process.returncode, stdout.decode()
 
 
-async def start_up(config: Path, workdir: Path) -> asyncio.subprocess.Process:
+async def start_up(config: Path, workdir: Path, *args: str) -> asyncio.subprocess.Process:
+    """``polybus up --config config [args]`` (``--live``), its output in ``workdir/up.log``."""
     with (workdir / "up.log").open("ab") as log:  # the child keeps its own descriptor
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "polybus.common.cli", "up", "--config", str(config),
+            sys.executable, "-m", "polybus.common.cli", "up", "--config", str(config), *args,
             cwd=workdir, stdout=log, stderr=log,
         )  # fmt: skip
 
