@@ -402,7 +402,7 @@ async def bench_publish(count: int) -> dict[str, float]:
         return {
             "baseline nc.publish, pre-encoded, no headers, no stream, msgs/s": raw_no_headers,
             "baseline nc.publish, pre-encoded + headers, into MD, msgs/s": raw,
-            "Publisher -> NatsBus.publish -> NATS (encode + Nats-Msg-Id), events/s": ours,
+            "Publisher -> NatsBus.publish_many -> NATS (encode + Nats-Msg-Id), events/s": ours,
             "publish dropped (published - stored in MD)": float(len(items) - stored),
         }
     finally:

@@ -83,10 +83,11 @@ class IngestSettings(ServiceSettings, frozen=True):
     batch, a batch cut short by a snapshot) waits this long before the book is declared stale."""
     crossed_grace_s: NonNegativeSeconds = 5.0
     """The venue's book can be crossed for a few messages; longer than this -> resync."""
-    hash_check_interval_s: NonNegativeSeconds = 1.0
-    """Recompute the venue's book hash at most this often per asset (0: every batch). A hash
-    costs tens of µs (sort, format, SHA-1 of the whole book) against ~1 µs for the best
-    bid/ask check that runs on every batch; see docs/ingest.md."""
+    hash_check_interval_s: NonNegativeSeconds = 0.0
+    """Recompute the venue's book hash at most this often per asset; 0 (the default): after
+    every batch. The book keeps its hash inputs encoded, so a hash is one join and one SHA-1 of
+    the book (a few µs); a positive value samples it, for a machine that cannot afford that
+    (the best bid/ask check runs on every batch regardless); see docs/ingest.md."""
     snapshot_interval_s: NonNegativeSeconds = 60.0
     """Publish a BookSnapshot of every live book this often (0: only on venue snapshots)."""
     delta_buffer_max: PositiveInt = 10_000

@@ -11,11 +11,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from polybus.common.book import OrderBook
 from polybus.common.events import BookState, Event, LevelChange, Side
-from polybus.common.polymarket.book_hash import book_hash, format_last_trade_price
+from polybus.common.polymarket.book_hash import (
+    HashedBook,
+    format_last_trade_price,
+    summary_head,
+    summary_tail,
+)
 from polybus.common.subjects import Subjects
-from polybus.ingest.normalize import price_text, size_text
+from polybus.ingest.normalize import price_text
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -104,6 +108,9 @@ class AssetTrack:
         "crossed_since_ns",
         "delta_subject",
         "epoch",
+        "hash_head",
+        "hash_tail",
+        "hash_tail_inputs",
         "hash_verified",
         "last_book_ts",
         "last_hash_check_ns",
@@ -135,7 +142,14 @@ class AssetTrack:
         self.delta_subject = subjects.delta(partition, asset_id)
         self.status_subject = subjects.status(partition, asset_id)
         self.trade_subject = subjects.trade(partition, asset_id)
-        self.book = OrderBook()
+        self.book = HashedBook()
+        self.hash_head = summary_head(condition_id, asset_id)
+        """The hash input's constant start (market, asset_id)."""
+        self.hash_tail = b""
+        self.hash_tail_inputs: tuple[str | None, int | None, bool | None, int | None] | None = None
+        """What ``hash_tail`` was encoded from (min order size, tick, neg-risk, last trade
+        price); None: not encoded yet. Compared on every hash, so the tail follows every
+        writer of those fields."""
         self.state = State.NEEDS_SNAPSHOT
         self.seq = 0
         self.epoch = 0
@@ -196,17 +210,25 @@ class AssetTrack:
         neg_risk: bool | None = None,
         last_trade_price: str | None = None,
     ) -> str:
-        """The venue's hash of this book as it stands (VENUE §4.6; rule in book_hash)."""
-        book = self.book
+        """The venue's hash of this book as it stands (VENUE §4.6; rule in book_hash). The book
+        keeps its levels encoded and the tail is re-encoded only when its inputs change, so this
+        is one join and one SHA-1: it runs on every batch. The keyword arguments replace an
+        input for this hash only (candidates tried while learning or explaining a hash)."""
+        if min_order_size is None and neg_risk is None and last_trade_price is None:
+            inputs = (self.min_order_size, self.tick, self.neg_risk, self.last_trade_price)
+            if inputs != self.hash_tail_inputs:
+                self.hash_tail = self._hash_tail(None, None, None)
+                self.hash_tail_inputs = inputs
+            tail = self.hash_tail
+        else:
+            tail = self._hash_tail(min_order_size, neg_risk, last_trade_price)
+        return self.book.venue_hash(self.hash_head, timestamp_text, tail)
+
+    def _hash_tail(
+        self, min_order_size: str | None, neg_risk: bool | None, last_trade_price: str | None
+    ) -> bytes:
         tick = self.tick or 0
-        return book_hash(
-            market=self.condition_id,
-            asset_id=self.asset_id,
-            timestamp=timestamp_text,
-            bids=[(price_text(p), size_text(s)) for p, s in sorted(book.bids.items())],
-            asks=[
-                (price_text(p), size_text(s)) for p, s in sorted(book.asks.items(), reverse=True)
-            ],
+        return summary_tail(
             min_order_size=min_order_size or self.min_order_size or "",
             tick_size=price_text(tick) if tick else "",
             neg_risk=bool(self.neg_risk if neg_risk is None else neg_risk),

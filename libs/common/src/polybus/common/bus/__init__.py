@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,6 +100,12 @@ class Bus(Protocol):
     namespace: Namespace
 
     async def publish(self, subject: str, event: Event, *, msg_id: str | None = None) -> None: ...
+    async def publish_many(self, messages: Iterable[tuple[str, Event, str | None]]) -> None:
+        """:meth:`publish` of each (subject, event, msg id) in order, for a producer of many
+        events (the ingest's publisher): the same messages, less overhead per message. The
+        iterable is read one message at a time, as each goes out."""
+        ...
+
     async def publish_bytes(
         self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
     ) -> None: ...

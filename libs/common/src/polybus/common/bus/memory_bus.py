@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -277,6 +277,10 @@ class MemoryBus:
 
     async def publish(self, subject: str, event: Event, *, msg_id: str | None = None) -> None:
         await self.publish_bytes(subject, encode(event), {MSG_ID_HEADER: msg_id} if msg_id else {})
+
+    async def publish_many(self, messages: Iterable[tuple[str, Event, str | None]]) -> None:
+        for subject, event, msg_id in messages:
+            await self.publish(subject, event, msg_id=msg_id)
 
     async def publish_bytes(
         self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
