@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from polybus.common.bus import Bus, Delivery, Message, PublishError, PullConsumer, consume
 from polybus.common.bus.memory_bus import MemoryBus, subject_matches
 from polybus.common.bus.nats_bus import NatsBus
-from polybus.common.events import DeadLetter, decode
+from polybus.common.events import DeadLetter, Event, decode
 from polybus.common.streams import ConsumerDefinition, Definitions, StreamDefinition
 from polybus.common.subjects import Namespace
 from tests.conftest import NatsServerInfo
@@ -180,3 +180,62 @@ async def test_core_subscribe_with_wildcards_and_request_reply(any_bus: Bus) -> 
 )
 def test_twin_wildcard_matching(pattern: str, subject: str, matches: bool) -> None:
     assert subject_matches(pattern, subject) is matches
+
+
+# -- publish_many: the ingest's publisher path, the same messages as publish of each --------
+async def test_publish_many_sends_each_message_as_publish_would(any_bus: Bus) -> None:
+    subjects = any_bus.namespace.subjects
+    received: list[Message] = []
+    all_in = asyncio.Event()
+
+    async def on_message(message: Message) -> None:
+        received.append(message)
+        if len(received) == 4:
+            all_in.set()
+
+    subscription = await any_bus.subscribe(subjects.market_data_kind("delta"), on_message)
+    await any_bus.flush()
+    messages: list[tuple[str, Event, str | None]] = [
+        (subjects.delta(0, "1"), letter(0), "d0"),
+        (subjects.delta(1, "2"), letter(1), None),
+        (subjects.delta(0, "1"), letter(2), "d2"),
+        (subjects.delta(0, "1"), letter(2), "d2"),
+    ]
+    await any_bus.publish_many(messages)
+    await any_bus.flush()
+    await asyncio.wait_for(all_in.wait(), 5)
+    assert [m.subject for m in received] == [subject for subject, _, _ in messages]
+    assert [decode(m.data) for m in received] == [event for _, event, _ in messages]
+    assert [m.headers.get("Nats-Msg-Id") for m in received] == ["d0", None, "d2", "d2"]
+    await subscription.unsubscribe()
+
+
+async def test_publish_many_is_deduplicated_by_the_stream_like_publish(any_bus: Bus) -> None:
+    work = any_bus.namespace.subjects.stream_subjects("work.0")
+    await any_bus.publish_many(
+        [(work, letter(1), "same"), (work, letter(1), "same"), (work, letter(2), "other")]
+    )
+    await any_bus.flush()
+    fetched = await any_bus.pull_consumer("WORK", "worker").fetch(10, 1.0)
+    assert [decode(d.data) for d in fetched] == [letter(1), letter(2)]
+    for delivery in fetched:
+        await delivery.ack()
+
+
+async def test_publish_many_sends_each_message_as_it_reads_it(any_bus: Bus) -> None:
+    # The ingest's publisher hands over a generator that pops its outbox as messages go out:
+    # what was read before a failure is sent, not held back.
+    work = any_bus.namespace.subjects.stream_subjects("work.0")
+
+    def messages() -> Iterator[tuple[str, Event, str | None]]:
+        yield work, letter(0), "m0"
+        yield work, letter(1), "m1"
+        raise RuntimeError("the outbox broke")
+
+    with pytest.raises(RuntimeError, match="the outbox broke"):
+        await any_bus.publish_many(messages())
+    await any_bus.flush()
+    fetched = await any_bus.pull_consumer("WORK", "worker").fetch(10, 1.0)
+    assert [decode(d.data) for d in fetched] == [letter(0), letter(1)]
+    for delivery in fetched:
+        await delivery.ack()

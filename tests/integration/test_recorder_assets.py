@@ -25,12 +25,12 @@ from polybus.recorder.tables import (
     EVENT_TABLES,
     MARKET_DATA_TABLES,
     TABLE_FOR_TYPE,
-    Row,
     Source,
     Table,
     timestamp,
 )
 from tests.helpers import eventually
+from tests.integration.test_recorder_store import batch_of
 from tests.samples import BASE_NS, market_data, one_of_each
 
 
@@ -40,16 +40,6 @@ async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await migrate(connection)
     yield connection
     await connection.close()
-
-
-def batch_of(events: list[Event], first_seq: int = 1) -> dict[Table, list[Row]]:
-    batch: dict[Table, list[Row]] = {}
-    for seq, event in enumerate(events, first_seq):
-        table = TABLE_FOR_TYPE[type(event)]
-        batch.setdefault(table, []).append(
-            table.row(event, Source("MD", seq, "md.polymarket.2.x.y"))
-        )
-    return batch
 
 
 def pairs_of(events: list[Event]) -> set[tuple[str, str]]:
