@@ -27,7 +27,7 @@ from nats.aio.client import Client
 from polybus.common.infra import free_port
 from polybus.common.infra.nats_server import nats_server_binary
 from tests.e2e.test_out_of_the_box import shipped_config_on_free_ports
-from tests.faults.conftest import SERVICES, Pipeline
+from tests.faults.pipeline import SERVICES, Pipeline
 from tests.helpers import eventually, healthy_status, start_up, stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,7 +211,6 @@ async def pipeline(cluster: Cluster) -> AsyncIterator[Pipeline]:
     config, postgres_port = cluster_config(workdir, cluster.url)
     up = await start_up(config, workdir)
     running = Pipeline(
-        up=up,
         up_pid=up.pid,
         config=config,
         workdir=workdir,

@@ -18,13 +18,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from tests.cluster.conftest import Cluster
-from tests.faults.conftest import SERVICES, Pipeline
-from tests.faults.test_faults import (
+from tests.faults.checks import (
     assert_no_duplicates,
     exec_stream,
     last_seq,
     missing_sequences,
 )
+from tests.faults.pipeline import SERVICES, Pipeline
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
