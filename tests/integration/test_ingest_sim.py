@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -191,6 +191,73 @@ async def test_1000_assets_over_several_sockets_stay_equal_to_the_simulator(
         # Everything went through NATS into the MD stream too.
         info = await bus.js.stream_info(bus.namespace.stream("MD"))
         assert info.state.messages >= ingest.publisher.published - 10
+
+
+class SlowBus:
+    """The test's bus, but every message takes ``per_message_s`` to publish: a publisher that
+    cannot keep up with the venue, as under a flood on a loaded machine."""
+
+    def __init__(self, bus: NatsBus, per_message_s: float) -> None:
+        self.bus = bus
+        self.per_message_s = per_message_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus, name)
+
+    async def publish_many(self, messages: Iterable[tuple[str, Event, str | None]]) -> None:
+        for subject, event, msg_id in messages:
+            await asyncio.sleep(self.per_message_s)
+            await self.bus.publish(subject, event, msg_id=msg_id)
+
+
+async def test_a_publisher_slower_than_the_venue_holds_the_readers_and_drops_nothing(
+    bus: NatsBus, definitions: Definitions
+) -> None:
+    bound = 100
+    settings = sim_settings(changes_per_second=2000.0)
+    async with running(bus, definitions, settings, publish_backlog_max=bound) as (
+        sim,
+        ingest,
+        collector,
+    ):
+        engine, publisher = ingest.engine, ingest.publisher
+        publisher.bus = SlowBus(bus, 0.002)  # type: ignore[assignment]
+        # The most one frame adds to the outbox: a reader checks the bound after each frame.
+        grown = [0]
+        on_frame = engine.on_frame
+
+        def measured(frame: str | bytes, now_ns: int) -> None:
+            before = len(engine.outbox)
+            on_frame(frame, now_ns)
+            grown[0] = max(grown[0], len(engine.outbox) - before)
+
+        engine.on_frame = measured  # type: ignore[method-assign]
+        peak = [0]
+
+        async def sample() -> None:
+            while True:
+                peak[0] = max(peak[0], len(engine.outbox))
+                await asyncio.sleep(0.001)
+
+        sampler = asyncio.create_task(sample())
+        await eventually(lambda: publisher.holds >= 5, 30, "the readers held 5 times")
+        sampler.cancel()
+        publisher.bus = bus  # fast again: what the venue's socket buffered meanwhile drains
+        await quiesce(sim, ingest, bus)
+    print(f"peak backlog {peak[0]} (bound {bound}, a frame adds at most {grown[0]})")
+    assert bound < peak[0] <= bound + grown[0]
+    assert mismatched_books(ingest, sim) == []
+    # Nothing dropped: every asset's events came out with no seq missing within an epoch.
+    last: dict[tuple[str, int], int] = {}
+    gaps = []
+    for _, event in collector.events:
+        if isinstance(event, BookSnapshot | BookDelta | BookStatus | TickSizeChanged):
+            key = (event.asset_id, event.epoch)
+            if key in last and event.seq != last[key] + 1:
+                gaps.append((key, last[key], event.seq))
+            last[key] = event.seq
+    assert gaps == []
+    assert ingest.failed() is None
 
 
 # -- faults -----------------------------------------------------------------------------------

@@ -90,6 +90,10 @@ class IngestSettings(ServiceSettings, frozen=True):
     (the best bid/ask check runs on every batch regardless); see docs/ingest.md."""
     snapshot_interval_s: NonNegativeSeconds = 60.0
     """Publish a BookSnapshot of every live book this often (0: only on venue snapshots)."""
+    publish_backlog_max: Annotated[int, msgspec.Meta(ge=0)] = 50_000
+    """Events waiting to go to NATS past which the socket readers stop reading until half of
+    them have gone (the venue's socket buffers meanwhile): memory stays bounded under a flood
+    and nothing is dropped. 0: no bound."""
     delta_buffer_max: PositiveInt = 10_000
     """Deltas kept per resyncing asset for replay past a REST seed; older ones are dropped."""
     http_timeout_s: PositiveSeconds = 10.0

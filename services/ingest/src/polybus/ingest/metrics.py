@@ -24,6 +24,9 @@ ASSETS = Gauge("polybus_ingest_assets", "Followed assets by book state", ["state
 SOCKETS_CONNECTED = Gauge("polybus_ingest_sockets_connected", "Open market-channel sockets")
 PUBLISHED = Counter("polybus_ingest_published", "Events published to the bus, by type", ["type"])
 PUBLISH_BACKLOG = Gauge("polybus_ingest_publish_backlog", "Events waiting to be published")
+PUBLISH_HOLDS = Counter(
+    "polybus_ingest_publish_holds", "Socket reads held because the publish backlog was full"
+)
 REST_SEEDS = Counter("polybus_ingest_rest_seeds", "REST /book seeds by outcome", ["outcome"])
 MARKETS = Gauge("polybus_ingest_markets", "Markets selected")
 LAG = Histogram(

@@ -70,11 +70,19 @@ class Ingest:
         self.settings = settings
         self.subjects = bus.namespace.subjects
         self.engine = IngestEngine(self.subjects, partitions, settings)
-        self.publisher = Publisher(bus, self.engine.outbox)
+        self.publisher = Publisher(
+            bus, self.engine.outbox, backlog_max=settings.publish_backlog_max
+        )
         self.engine.on_output = self.publisher.notify
         self.engine.on_new_market = self._on_new_market
         self._actions_wake = asyncio.Event()
-        self.pool = SocketPool(settings, self.engine, tap=tap, on_frames=self._actions_wake.set)
+        self.pool = SocketPool(
+            settings,
+            self.engine,
+            tap=tap,
+            on_frames=self._actions_wake.set,
+            backlog=self.publisher,
+        )
         self.http = httpx.AsyncClient(timeout=settings.http_timeout_s)
         self.clob = ClobClient(self.http, settings.clob_url)
         self.selector = MarketSelector(settings, GammaClient(self.http, settings.gamma_url))

@@ -29,6 +29,7 @@ from polybus.common.tasks import cancel_and_wait
 from polybus.ingest import metrics
 from polybus.ingest.config import IngestSettings
 from polybus.ingest.engine import IngestEngine
+from polybus.ingest.publisher import Publisher
 
 _log = structlog.get_logger("polybus.ingest.ws")
 _encoder = msgspec.json.Encoder()
@@ -84,6 +85,7 @@ class MarketSocket:
         *,
         tap: FrameTap | None = None,
         on_frames: Callable[[], None] | None = None,
+        backlog: Publisher | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
@@ -91,6 +93,9 @@ class MarketSocket:
         self.tap = tap
         self.on_frames = on_frames
         """Called after each frame was processed (the service then runs queued actions)."""
+        self.backlog = backlog
+        """Where the events go: reading waits while its backlog is full."""
+        self.holding = False
         self.assets: dict[str, None] = {}
         """Assets this socket should carry, in subscription order."""
         self.connection: ClientConnection | None = None
@@ -245,6 +250,7 @@ class MarketSocket:
         engine = self.engine
         tap = self.tap
         on_frames = self.on_frames
+        backlog = self.backlog
         async for frame in connection:
             now = time.time_ns()
             if frame != "PONG":
@@ -256,6 +262,14 @@ class MarketSocket:
             engine.on_frame(frame, now)
             if on_frames is not None:
                 on_frames()
+            if backlog is not None and backlog.full():
+                # The venue's socket buffers meanwhile; the wait is ours, not a silent venue.
+                self.holding = True
+                try:
+                    await backlog.room()
+                finally:
+                    self.holding = False
+                    self.last_data_ns = time.time_ns()
 
     async def _ping(self, connection: ClientConnection) -> None:
         while True:
@@ -268,7 +282,8 @@ class MarketSocket:
         period = min(1.0, self.settings.stall_timeout_s / 4)
         while True:
             await asyncio.sleep(period)
-            if self._subscribed and time.time_ns() - self.last_data_ns > timeout_ns:
+            silent_ns = time.time_ns() - self.last_data_ns
+            if self._subscribed and not self.holding and silent_ns > timeout_ns:
                 _log.warning(
                     "ws.stalled", socket=self.index, silent_s=self.settings.stall_timeout_s
                 )
@@ -287,11 +302,13 @@ class SocketPool:
         *,
         tap: FrameTap | None = None,
         on_frames: Callable[[], None] | None = None,
+        backlog: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.tap = tap
         self.on_frames = on_frames
+        self.backlog = backlog
         self.sockets: list[MarketSocket] = []
         self.socket_of: dict[str, MarketSocket] = {}
         self._tasks: dict[MarketSocket, asyncio.Task[None]] = {}
@@ -310,6 +327,7 @@ class SocketPool:
                 self.engine,
                 tap=self.tap,
                 on_frames=self.on_frames,
+                backlog=self.backlog,
             )
             self.sockets.append(socket)
             self._tasks[socket] = asyncio.get_running_loop().create_task(
