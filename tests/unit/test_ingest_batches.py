@@ -268,6 +268,23 @@ def test_the_quiet_delay_counts_from_the_batchs_last_frame() -> None:
     assert checks(eng) == 1
 
 
+def test_reading_held_stops_the_quiet_delay_and_resuming_starts_it_over() -> None:
+    # The publish backlog full, the readers wait: the rest of a batch is still in the socket,
+    # so the batch must not end on its quiet delay meanwhile (it would be checked half-read).
+    eng = live_engine()
+    open_batch(eng)
+    eng.hold_reading()
+    eng.tick(2 * S + 5 * S)
+    assert checks(eng) == 0
+    resumed = 2 * S + 6 * S
+    eng.resume_reading(resumed)
+    eng.tick(resumed + int(QUIET_S * S) - 1)
+    assert checks(eng) == 0
+    eng.tick(resumed + int(QUIET_S * S))
+    assert checks(eng) == 1
+    assert eng.tracks[YES].state is State.LIVE
+
+
 def test_the_end_of_the_input_ends_every_batch() -> None:
     eng = live_engine()
     open_batch(eng)

@@ -265,12 +265,25 @@ class IngestEngine(BookSnapshots):
                     self._go_stale(track, "invalid_value", now_ns)
 
     # == timers ===================================================================================
+    def hold_reading(self) -> None:
+        """A socket reader stops reading for a while (the publish backlog is full)."""
+        self.reading_held += 1
+
+    def resume_reading(self, now_ns: int) -> None:
+        """A held reader reads again: the open batches' quiet delays start over from now."""
+        self.reading_held -= 1
+        for track in self._open_batches:
+            track.batch_last_ns = max(track.batch_last_ns, now_ns)
+
     def tick(self, now_ns: int) -> None:
         """Run the timers: quiet batches, suspect/crossed grace, snapshot deadlines, periodic
         snapshots. The service runs this every ``tick_interval_s``."""
-        if self._open_batches:
-            self._close_quiet_batches(now_ns)
-        self._tick_problems(now_ns)
+        if not self.reading_held:
+            # What the venue sent meanwhile waits in the sockets: neither a batch's quiet delay
+            # nor a check's grace may run out on our own pause.
+            if self._open_batches:
+                self._close_quiet_batches(now_ns)
+            self._tick_problems(now_ns)
         self._tick_deadlines(now_ns)
         if self._snapshot_interval_ns:
             self._tick_snapshots(now_ns)

@@ -61,6 +61,9 @@ class BookStates:
         """Tracks whose open batch gained changes in the current frame."""
         self._open_batches: dict[AssetTrack, None] = {}
         """Tracks with an open batch, oldest first, for the quiet delay."""
+        self.reading_held = 0
+        """Socket readers holding (the publish backlog full): timers that wait for the venue's
+        next input do not run meanwhile (:meth:`IngestEngine.hold_reading`)."""
         self._suspects: set[AssetTrack] = set()
         self._crossed: set[AssetTrack] = set()
         self._awaiting: set[AssetTrack] = set()

@@ -263,13 +263,16 @@ class MarketSocket:
             if on_frames is not None:
                 on_frames()
             if backlog is not None and backlog.full():
-                # The venue's socket buffers meanwhile; the wait is ours, not a silent venue.
+                # The venue's socket buffers meanwhile; the wait is ours, not a silent venue:
+                # neither the watchdog nor a batch's quiet delay counts it.
                 self.holding = True
+                engine.hold_reading()
                 try:
                     await backlog.room()
                 finally:
                     self.holding = False
-                    self.last_data_ns = time.time_ns()
+                    self.last_data_ns = now = time.time_ns()
+                    engine.resume_reading(now)
 
     async def _ping(self, connection: ClientConnection) -> None:
         while True:
