@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -102,6 +103,9 @@ async def test_polybus_up_with_the_sim_config_trades_on_paper_within_the_wait(
                 "intents of both strategies, order events and a paper fill in PostgreSQL",
                 poll=0.5,
             )
+        except AssertionError:
+            print_missing_strategy_log(workdir / "up.log", seen)
+            raise
         finally:
             print("first seen after start (s):", {k: round(v, 1) for k, v in seen.items()})
             if database is not None:
@@ -109,3 +113,14 @@ async def test_polybus_up_with_the_sim_config_trades_on_paper_within_the_wait(
     finally:
         code = await stop(up)
     assert code == 0
+
+
+def print_missing_strategy_log(log: Path, seen: dict[str, float]) -> None:
+    """What the strategies that recorded nothing said: which events, and their last lines."""
+    for strategy in ("dutch_book", "spread_capture"):
+        if any(what.startswith(strategy) for what in seen):
+            continue
+        lines = [line for line in log.read_text().splitlines() if f"strategy-{strategy}" in line]
+        print(f"strategy-{strategy}: {len(lines)} log lines; events:")
+        print(Counter(re.sub(r'.*"event": "([^"]*)".*', r"\1", line) for line in lines))
+        print("\n".join(lines[-30:]))

@@ -324,11 +324,28 @@ async def test_a_neg_risk_mispricing_makes_the_yes_asks_sum_below_one(sim: Simul
         await client.subscribe(yes)
         await client.recv_frame()
         before = asks_sum(client)
+        start = len(client.events)
         injected = sim.inject_mispricing(event_id=event.id, edge=30_000, duration_ms=200)
         assert injected
         await client.until(lambda e: e["event_type"] == "price_change")
         await client.sync()
         during = asks_sum(client)
+        # Every outcome's book changed, under one timestamp: the whole set is one batch (a
+        # strategy that waits for all legs to change together sees the mispricing whole).
+        changed = {
+            (entry["asset_id"], change["timestamp"])
+            for change in client.events[start:]
+            if change["event_type"] == "price_change"
+            for entry in change["price_changes"]
+            if entry["asset_id"] in yes
+        }
+        assert {asset for asset, _ in changed} == set(yes)
+        assert len({timestamp for _, timestamp in changed}) == 1
+        # One set of the new liquidity is as many shares of every leg as a marketable order
+        # (1 pUSD or more) must buy of the cheapest.
+        assert {item["asset_id"] for item in injected} == set(yes)
+        cheapest = min(item["price"] for item in injected)
+        assert all(cheapest * item["size"] >= MICROS * MICROS for item in injected)
         # ...and it goes away by itself.
         async with asyncio.timeout(5):
             while asks_sum(client) != before:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from polybus.common.money import MICROS
 from polybus.sim.book import SELL, MarketBook
 from polybus.sim.exchange import Exchange, random_size
+from polybus.sim.order_checks import MARKETABLE_MIN
 from polybus.sim.universe import seeded_random
 
 
@@ -84,22 +85,29 @@ class Injections:
         return injected
 
     def neg_risk(self, books: list[MarketBook], *, edge: int, duration_ms: int) -> list[Injected]:
-        """Lower the outcomes' YES asks so that they sum to at most ``1 - edge``."""
-        asks = [book.best_ask() for book in books]
-        if not books or any(ask is None for ask in asks):
+        """Lower the outcomes' YES asks so that they sum to at most ``1 - edge``.
+
+        Every outcome's book changes in the one batch: an ask that needs no cut gets more
+        size at its price. A strategy that reads a set only when all its legs changed
+        together (so that a venue batch half received is not taken for a price) then sees
+        the mispricing whole, as it would from one venue batch. Every leg gets at least the
+        shares that a marketable order on the cheapest outcome must buy (it spends 1 pUSD
+        or more, VENUE §6.3): buying the set takes as many shares of every leg, so a few
+        shares on one leg would leave the whole mispricing untradeable."""
+        asks = [ask for book in books if (ask := book.best_ask()) is not None]
+        if not books or len(asks) < len(books):
             return []
-        prices = _discounted_asks(books, [a for a in asks if a is not None], MICROS - edge)
+        discounted = _discounted_asks(books, asks, MICROS - edge)
+        prices = [min(price, ask) for price, ask in zip(discounted, asks, strict=True)]
+        one_set = -(-MARKETABLE_MIN * MICROS // min(prices))
         injected = []
         rng = self._rng()
         with self.exchange.batch():
-            for book, price, ask in zip(books, prices, asks, strict=True):
-                if ask is None or price >= ask:
-                    continue
-                size = max(random_size(rng, 30.0), book.min_order_size)
+            for book, price in zip(books, prices, strict=True):
+                size = max(random_size(rng, 30.0), book.min_order_size, one_set)
                 self.exchange.add_liquidity(book, SELL, price, size, 0)
                 injected.append(Injected(book, price, size))
-        if injected:
-            self._schedule(duration_ms, lambda: self._take_back(injected))
+        self._schedule(duration_ms, lambda: self._take_back(injected))
         return injected
 
     def _rng(self) -> random.Random:

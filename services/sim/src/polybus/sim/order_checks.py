@@ -35,6 +35,8 @@ from polybus.sim.signing import (
 from polybus.sim.wallets import EOA, POLY_1271, SIGNATURE_TYPES, Wallets
 
 GTD_THRESHOLD_S = 60
+MARKETABLE_MIN = MICROS
+"""The least collateral a FOK/FAK order may spend (1 pUSD, VENUE §6.3)."""
 """The venue's security threshold: a GTD order must expire at least a minute from now."""
 MAKER_NOT_ALLOWED = "maker address not allowed"
 
@@ -158,7 +160,7 @@ def price_and_size(
             f"order {order_id} is invalid. Size ({format_size(shares)}) lower than the "
             f"minimum: {format_size(book.min_order_size)}"
         )
-    if order_type in ("FOK", "FAK") and collateral < MICROS:
+    if order_type in ("FOK", "FAK") and collateral < MARKETABLE_MIN:
         # Marketable orders have a $1 minimum instead of the share minimum.
         raise Rejected(
             f"order {order_id} is invalid. Amount ({format_size(collateral)}) lower than "
