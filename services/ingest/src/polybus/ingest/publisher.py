@@ -16,10 +16,11 @@ is dropped.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Iterator
 
 from polybus.common.bus import Bus
-from polybus.common.events import Event, type_name
+from polybus.common.events import Event
 from polybus.ingest import metrics
 from polybus.ingest.engine import Outbox
 
@@ -33,8 +34,8 @@ class Publisher:
         self.bus = bus
         self.outbox = outbox
         self.wake = asyncio.Event()
-        self.published = 0
-        self.by_type: dict[str, int] = {}
+        self._counts: defaultdict[type[Event], int] = defaultdict(int)
+        """Events that went out, by type (counted per message: no more than it must)."""
         self.backlog_max = backlog_max
         self.holds = 0
         """How many times a reader waited for room (a counter for the metrics)."""
@@ -77,19 +78,23 @@ class Publisher:
         """Up to ``count`` messages off the outbox, one at a time as the bus sends them; each
         is counted once the bus asks for the next (so only once it went out)."""
         outbox = self.outbox
-        by_type = self.by_type
+        popleft = outbox.popleft
+        counts = self._counts
         for _ in range(count):
             if not outbox:
                 return
-            item = outbox.popleft()
+            item = popleft()
             yield item
-            kind = type_name(item[1])
-            by_type[kind] = by_type.get(kind, 0) + 1
-            self.published += 1
+            counts[type(item[1])] += 1
+
+    @property
+    def published(self) -> int:
+        return sum(self._counts.values())
 
     def export_metrics(self, exported: dict[str, int]) -> None:
         """Move the counts since the last export into Prometheus."""
-        for kind, count in self.by_type.items():
+        for kind_type, count in self._counts.items():
+            kind = kind_type.__name__
             delta = count - exported.get(kind, 0)
             if delta:
                 metrics.PUBLISHED.labels(kind).inc(delta)
