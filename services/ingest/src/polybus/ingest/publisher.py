@@ -35,7 +35,7 @@ class Publisher:
         self.outbox = outbox
         self.wake = asyncio.Event()
         self._counts: defaultdict[type[Event], int] = defaultdict(int)
-        """Events that went out, by type (counted per message: no more than it must)."""
+        """Events that went out, by class (named only at export: this count runs per message)."""
         self.backlog_max = backlog_max
         self.holds = 0
         """How many times a reader waited for room (a counter for the metrics)."""

@@ -35,9 +35,9 @@ from polybus.sim.signing import (
 from polybus.sim.wallets import EOA, POLY_1271, SIGNATURE_TYPES, Wallets
 
 GTD_THRESHOLD_S = 60
+"""The venue's security threshold: a GTD order must expire at least a minute from now."""
 MARKETABLE_MIN = MICROS
 """The least collateral a FOK/FAK order may spend (1 pUSD, VENUE §6.3)."""
-"""The venue's security threshold: a GTD order must expire at least a minute from now."""
 MAKER_NOT_ALLOWED = "maker address not allowed"
 
 
