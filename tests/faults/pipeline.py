@@ -157,11 +157,18 @@ class Pipeline:
 
     @contextlib.asynccontextmanager
     async def jetstream(self) -> AsyncIterator[JetStreamContext]:
-        client = await nats.connect(self.nats_url)
+        # A check's own connection: its calls fail or succeed by themselves, and nats-py's
+        # default error callback would print a traceback per reconnect attempt while a fault
+        # has the server down (the soak's output is read by a person).
+        client = await nats.connect(self.nats_url, error_cb=_ignore)
         try:
             yield client.jetstream()
         finally:
             await client.close()
+
+
+async def _ignore(error: Exception) -> None:
+    del error
 
 
 @contextlib.asynccontextmanager

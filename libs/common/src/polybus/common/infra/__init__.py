@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -40,12 +41,43 @@ class ProcessSpec:
     ready_timeout_s: float = 60.0
 
 
+_PORTS_BELOW_EPHEMERAL = 16_384
+"""Where :func:`free_port` starts looking: above the usual fixed service ports."""
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for ``bind(0)`` and outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default; other kernels differ, and then only the race remains
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host`` (for tests and ``metrics_port = 0``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
+    """A TCP port that is free right now on ``host``, for a server the caller starts next.
+
+    Chosen below the kernel's ephemeral range, never twice in one process: between choosing
+    and binding, a ``bind(0)`` elsewhere (a service's ``metrics_port = 0``) or an outgoing
+    connection's source port could otherwise take it (a fault test's simulator once found its
+    port held by the ingest's metrics server).
+    """
+    low = _ephemeral_low()
+    for _ in range(200 if low > _PORTS_BELOW_EPHEMERAL else 0):
+        port = random.randrange(_PORTS_BELOW_EPHEMERAL, low)  # noqa: S311 - a port, no secret
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))  # nothing free below the range: take the kernel's choice
+        chosen: int = probe.getsockname()[1]
+        return chosen
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
