@@ -136,6 +136,7 @@ async def test_halt_cancels_open_orders_refuses_places_and_resume_trades_again(
 ) -> None:
     await exec_stream(pipeline)
     database = await pipeline.database()
+    resumed = False
     try:
 
         async def some_open() -> bool:
@@ -163,12 +164,16 @@ async def test_halt_cancels_open_orders_refuses_places_and_resume_trades_again(
         )
         assert not accepted, f"orders taken while halted: {[dict(r) for r in accepted]}"
         await resume(pipeline, database)
+        resumed = True
         print(
             f"halt at EXEC {halt_seq}, executor restarted while halted after {restart_s:.1f}s,"
             f" {places} places since"
         )
     finally:
         await database.close()
+        if not resumed:
+            # The pipeline is shared: a failure here must not leave the next tests halted.
+            await pipeline.cli("resume")
 
 
 # -- 5. A burst of malformed frames from the venue -----------------------------------------------
